@@ -1,0 +1,269 @@
+//! Types shared by the XDP program (relay-ebpf, `bpfel-unknown-none`) and relayd.
+//!
+//! Everything here is `#![no_std]`, `#[repr(C)]` and free of implicit padding, because the same
+//! bytes are read by the kernel-side program and by userspace through BPF maps. Byte order is
+//! stated on every field. With the `user` feature the types implement [`aya::Pod`] so relayd can
+//! put them in maps. This crate does no IO and keeps no time.
+#![no_std]
+
+use core::net::{IpAddr, SocketAddr};
+
+/// Name of the BPF hash map from [`FlowKey`] to [`FlowEntry`].
+pub const FLOW_MAP_NAME: &str = "RELAY_FLOWS";
+/// Name of the per-CPU array of `u64` outcome counters, indexed by [`Counter`].
+pub const COUNTER_MAP_NAME: &str = "RELAY_COUNTERS";
+/// Name of the XDP program inside the object file.
+pub const XDP_PROGRAM_NAME: &str = "relay_xdp";
+
+/// Flow map capacity: tens of thousands of calls, two legs each, RTP and RTCP ports per leg.
+pub const FLOW_MAP_CAPACITY: u32 = 1 << 18;
+
+/// Key of the flow map: a local (address, UDP port) owned by the relay.
+///
+/// ```text
+///  0                   1                   2                   3
+///  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |                                                               |
+/// +      addr: IPv6 address, or ::ffff:a.b.c.d for IPv4           +
+/// |      (network byte order, 16 bytes)                           |
+/// +                                                               +
+/// |                                                               |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |  port (__be16, UDP destination) |  pad (always zero)           |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Local IP address, network byte order. IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`), so
+    /// one map serves both families.
+    pub addr: [u8; 16],
+    /// Local UDP port, network byte order (`__be16`): the packet's destination port.
+    pub port_be: u16,
+    /// Explicit padding so the key has no uninitialised bytes; always zero.
+    pub pad: u16,
+}
+
+impl FlowKey {
+    /// Key for an IPv4 address (octets in network order) and a host-order port.
+    pub const fn v4(octets: [u8; 4], port: u16) -> Self {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12] = octets[0];
+        addr[13] = octets[1];
+        addr[14] = octets[2];
+        addr[15] = octets[3];
+        Self {
+            addr,
+            port_be: port.to_be(),
+            pad: 0,
+        }
+    }
+
+    /// Key for an IPv6 address (octets in network order) and a host-order port.
+    pub const fn v6(octets: [u8; 16], port: u16) -> Self {
+        Self {
+            addr: octets,
+            port_be: port.to_be(),
+            pad: 0,
+        }
+    }
+
+    /// Key for a socket address. IPv4-mapped IPv6 addresses and plain IPv4 give the same key.
+    pub fn from_socket_addr(sa: SocketAddr) -> Self {
+        match sa.ip() {
+            IpAddr::V4(ip) => Self::v4(ip.octets(), sa.port()),
+            IpAddr::V6(ip) => Self::v6(ip.octets(), sa.port()),
+        }
+    }
+
+    /// The socket address this key stands for (IPv4-mapped keys come back as IPv4).
+    pub fn socket_addr(&self) -> SocketAddr {
+        let v6 = core::net::Ipv6Addr::from(self.addr);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        };
+        SocketAddr::new(ip, u16::from_be(self.port_be))
+    }
+}
+
+/// What the XDP program does with a packet that hits a programmed flow.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowAction {
+    /// Hand the packet to the kernel stack, where relayd's socket datapath reads it. Counted as
+    /// [`Counter::FlowPass`].
+    Pass = 0,
+    /// Drop in XDP (a torn-down or blocked flow). Counted as [`Counter::FlowDrop`].
+    Drop = 1,
+}
+
+impl FlowAction {
+    /// Decodes the `action` field of a [`FlowEntry`]; `None` for values this build does not know.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::Pass),
+            1 => Some(Self::Drop),
+            _ => None,
+        }
+    }
+}
+
+/// Value of the flow map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// A [`FlowAction`] as `u32` (host byte order). Unknown values are passed and counted as
+    /// [`Counter::FlowUnknownAction`], so an older program never harms a newer relayd's flows.
+    pub action: u32,
+    /// Relay-wide flow id (host byte order), chosen by relayd; identifies the flow in counters
+    /// and, for AF_XDP flows, in XDP metadata.
+    pub flow_id: u32,
+}
+
+impl FlowEntry {
+    /// An entry with the given action and flow id.
+    pub const fn new(action: FlowAction, flow_id: u32) -> Self {
+        Self {
+            action: action as u32,
+            flow_id,
+        }
+    }
+}
+
+/// Named indices of the per-CPU outcome counter array. Every packet the program sees bumps
+/// exactly one of them, so their sum is the number of packets seen.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Frame shorter than an Ethernet header (or its VLAN tag).
+    PassTruncatedEthernet = 0,
+    /// EtherType is neither IPv4 nor IPv6 (ARP, LLDP, ...).
+    PassNotIp = 1,
+    /// More than one VLAN tag (QinQ): not parsed further.
+    PassStackedVlan = 2,
+    /// IP header truncated, of the wrong version for its EtherType, or with an IHL below 5.
+    PassBadIpHeader = 3,
+    /// IPv4 fragment (first or later): the UDP header is not reliably there.
+    PassIpFragment = 4,
+    /// IPv6 with an extension header before the transport header.
+    PassIpv6ExtensionHeader = 5,
+    /// Transport protocol is not UDP (ICMP, TCP, ...).
+    PassNotUdp = 6,
+    /// UDP header incomplete.
+    PassTruncatedUdp = 7,
+    /// UDP packet to an (address, port) that is not a programmed flow.
+    PassNoFlow = 8,
+    /// Programmed flow whose action is [`FlowAction::Pass`].
+    FlowPass = 9,
+    /// Programmed flow whose action is [`FlowAction::Drop`].
+    FlowDrop = 10,
+    /// Programmed flow whose action this program does not know: passed.
+    FlowUnknownAction = 11,
+}
+
+/// Number of entries in the counter array.
+pub const COUNTER_COUNT: u32 = 12;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Self; COUNTER_COUNT as usize] = [
+        Self::PassTruncatedEthernet,
+        Self::PassNotIp,
+        Self::PassStackedVlan,
+        Self::PassBadIpHeader,
+        Self::PassIpFragment,
+        Self::PassIpv6ExtensionHeader,
+        Self::PassNotUdp,
+        Self::PassTruncatedUdp,
+        Self::PassNoFlow,
+        Self::FlowPass,
+        Self::FlowDrop,
+        Self::FlowUnknownAction,
+    ];
+
+    /// Stable snake_case name, used as the `reason` label in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PassTruncatedEthernet => "pass_truncated_ethernet",
+            Self::PassNotIp => "pass_not_ip",
+            Self::PassStackedVlan => "pass_stacked_vlan",
+            Self::PassBadIpHeader => "pass_bad_ip_header",
+            Self::PassIpFragment => "pass_ip_fragment",
+            Self::PassIpv6ExtensionHeader => "pass_ipv6_extension_header",
+            Self::PassNotUdp => "pass_not_udp",
+            Self::PassTruncatedUdp => "pass_truncated_udp",
+            Self::PassNoFlow => "pass_no_flow",
+            Self::FlowPass => "flow_pass",
+            Self::FlowDrop => "flow_drop",
+            Self::FlowUnknownAction => "flow_unknown_action",
+        }
+    }
+
+    /// Index into the counter array.
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both types are #[repr(C)], Copy, contain only integers and byte arrays, and have no
+    // implicit padding (FlowKey: 16 + 2 + 2 bytes, FlowEntry: 4 + 4 bytes), so every bit pattern
+    // is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::FlowEntry {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::{mem::size_of, net::SocketAddr};
+
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<FlowKey>(), 20);
+        assert_eq!(size_of::<FlowEntry>(), 8);
+    }
+
+    #[test]
+    fn v4_key_is_v4_mapped_with_big_endian_port() {
+        let key = FlowKey::v4([198, 18, 0, 2], 30_000);
+        assert_eq!(
+            key.addr,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]
+        );
+        assert_eq!(key.port_be.to_ne_bytes(), [0x75, 0x30]);
+        let sa: SocketAddr = "198.18.0.2:30000".parse().unwrap();
+        assert_eq!(FlowKey::from_socket_addr(sa), key);
+        assert_eq!(key.socket_addr(), sa);
+    }
+
+    #[test]
+    fn v6_key_round_trips() {
+        let sa: SocketAddr = "[2001:db8::1]:40002".parse().unwrap();
+        assert_eq!(FlowKey::from_socket_addr(sa).socket_addr(), sa);
+    }
+
+    #[test]
+    fn counter_table_is_in_index_order_with_unique_names() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index() as usize, i);
+            for other in &Counter::ALL[i + 1..] {
+                assert_ne!(c.name(), other.name());
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_actions_decode_to_none() {
+        assert_eq!(FlowAction::from_u32(0), Some(FlowAction::Pass));
+        assert_eq!(FlowAction::from_u32(1), Some(FlowAction::Drop));
+        assert_eq!(FlowAction::from_u32(7), None);
+    }
+}

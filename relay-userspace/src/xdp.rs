@@ -1,0 +1,462 @@
+//! Loader for the relay's XDP program: load and verify the embedded object, attach it to named
+//! interfaces, program flows, read the outcome counters, and detach cleanly.
+//!
+//! The object is built from `relay-ebpf` by this crate's `build.rs` and embedded in the binary,
+//! so relayd never reads an object from disk at run time. Attachment uses a BPF link where the
+//! kernel has one (closing relayd's file descriptors detaches it, even on a crash) and netlink
+//! otherwise; [`RelayXdp::detach_all`] and `Drop` detach explicitly.
+
+use std::{fmt, io};
+
+use aya::{
+    maps::{HashMap, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfError,
+};
+use relay_common::{
+    Counter, FlowEntry, FlowKey, COUNTER_COUNT, COUNTER_MAP_NAME, FLOW_MAP_NAME, XDP_PROGRAM_NAME,
+};
+use tracing::{info, warn};
+
+/// The XDP object built from `relay-ebpf`, embedded at compile time.
+static RELAY_XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-xdp"));
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttachMode {
+    /// In the driver (`XDP_FLAGS_DRV_MODE`): the fast path, and the default.
+    Native,
+    /// In the generic network stack (`XDP_FLAGS_SKB_MODE`): works on any device but costs an
+    /// skb allocation per packet. Only used when asked for, with a warning.
+    Generic,
+}
+
+impl AttachMode {
+    const fn xdp_mode(self) -> XdpMode {
+        match self {
+            Self::Native => XdpMode::Driver,
+            Self::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        })
+    }
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "native" | "driver" => Ok(Self::Native),
+            "generic" | "skb" => Ok(Self::Generic),
+            other => Err(format!("unknown XDP mode {other:?} (expected native or generic)")),
+        }
+    }
+}
+
+/// The kernel's XDP return codes (`enum xdp_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAction {
+    /// `XDP_ABORTED`: program error; the packet is dropped and a tracepoint fires.
+    Aborted,
+    /// `XDP_DROP`.
+    Drop,
+    /// `XDP_PASS`: continue into the kernel stack.
+    Pass,
+    /// `XDP_TX`: bounce out of the receiving interface.
+    Tx,
+    /// `XDP_REDIRECT`: to another interface, CPU or AF_XDP socket.
+    Redirect,
+}
+
+impl XdpAction {
+    /// Decodes a program's return value.
+    pub const fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::Aborted),
+            1 => Some(Self::Drop),
+            2 => Some(Self::Pass),
+            3 => Some(Self::Tx),
+            4 => Some(Self::Redirect),
+            _ => None,
+        }
+    }
+}
+
+/// Errors of the XDP loader.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum XdpError {
+    /// The embedded object could not be parsed or its maps created.
+    #[error("loading the XDP object failed: {source}")]
+    Object {
+        /// The loader's error.
+        #[source]
+        source: EbpfError,
+    },
+    /// The object lacks the program or a map this build expects.
+    #[error("the XDP object has no {kind} named {name}")]
+    Missing {
+        /// "program" or "map".
+        kind: &'static str,
+        /// The missing name.
+        name: &'static str,
+    },
+    /// The kernel refused the program (verifier, permissions).
+    #[error("the kernel refused the XDP program (are you root, with BPF enabled?): {source}")]
+    Verify {
+        /// The program error, with the verifier log where there is one.
+        #[source]
+        source: ProgramError,
+    },
+    /// The interface does not exist.
+    #[error("no network interface named {interface:?}")]
+    UnknownInterface {
+        /// The name that was asked for.
+        interface: String,
+    },
+    /// The program is already attached to this interface by this relayd.
+    #[error("the XDP program is already attached to {interface}")]
+    AlreadyAttached {
+        /// The interface.
+        interface: String,
+    },
+    /// The kernel refused the attachment.
+    #[error("attaching XDP to {interface} in {mode} mode failed{hint}: {source}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// The mode that was asked for.
+        mode: AttachMode,
+        /// A hint for the operator ("" when none applies).
+        hint: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// Detaching failed; the kernel still runs the program on that interface until relayd exits.
+    #[error("detaching XDP from {interface} failed: {source}")]
+    Detach {
+        /// The interface.
+        interface: String,
+        /// The kernel's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map operation failed.
+    #[error("BPF map {map} {operation} failed: {source}")]
+    Map {
+        /// The map name.
+        map: &'static str,
+        /// What was being done.
+        operation: &'static str,
+        /// The map error.
+        #[source]
+        source: MapError,
+    },
+    /// `BPF_PROG_TEST_RUN` failed.
+    #[error("BPF_PROG_TEST_RUN failed: {source}")]
+    TestRun {
+        /// The kernel's error.
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// One attachment made by this loader.
+#[derive(Debug)]
+struct Attachment {
+    interface: String,
+    mode: AttachMode,
+    link: aya::programs::xdp::XdpLinkId,
+}
+
+/// Outcome counters summed over all CPUs, indexed by [`Counter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    values: [u64; COUNTER_COUNT as usize],
+}
+
+impl CounterSnapshot {
+    /// The value of one counter.
+    pub const fn get(&self, counter: Counter) -> u64 {
+        self.values[counter.index() as usize]
+    }
+
+    /// The number of packets the program saw (every packet bumps exactly one counter).
+    pub fn total(&self) -> u64 {
+        self.values.iter().sum()
+    }
+
+    /// Every counter with its value, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL.iter().map(|&c| (c, self.get(c)))
+    }
+
+    /// Per-counter difference `self - earlier` (saturating, for counters that were reset).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut values = [0; COUNTER_COUNT as usize];
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = self.values[i].saturating_sub(earlier.values[i]);
+        }
+        Self { values }
+    }
+}
+
+/// The result of running the program once on a frame with `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The program's return value, decoded (`None` for a value outside `enum xdp_action`).
+    pub action: Option<XdpAction>,
+    /// The raw return value.
+    pub return_value: u32,
+    /// The frame as the program left it.
+    pub frame_out: Vec<u8>,
+}
+
+/// The loaded XDP program, its maps and its attachments.
+pub struct RelayXdp {
+    ebpf: Ebpf,
+    flows: HashMap<MapData, FlowKey, FlowEntry>,
+    counters: PerCpuArray<MapData, u64>,
+    attachments: Vec<Attachment>,
+}
+
+impl fmt::Debug for RelayXdp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayXdp")
+            .field("attachments", &self.attachments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayXdp {
+    /// Loads the embedded object, creates its maps and has the kernel verify the program.
+    /// Nothing is attached yet.
+    pub fn load() -> Result<Self, XdpError> {
+        let mut ebpf = Ebpf::load(RELAY_XDP_OBJECT).map_err(|source| XdpError::Object { source })?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM_NAME)
+            .ok_or(XdpError::Missing {
+                kind: "program",
+                name: XDP_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|source| XdpError::Verify { source })?;
+        program.load().map_err(|source| XdpError::Verify { source })?;
+        let flows = take_map(&mut ebpf, FLOW_MAP_NAME)?;
+        let flows = HashMap::try_from(flows).map_err(|source| XdpError::Map {
+            map: FLOW_MAP_NAME,
+            operation: "open",
+            source,
+        })?;
+        let counters = take_map(&mut ebpf, COUNTER_MAP_NAME)?;
+        let counters = PerCpuArray::try_from(counters).map_err(|source| XdpError::Map {
+            map: COUNTER_MAP_NAME,
+            operation: "open",
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            flows,
+            counters,
+            attachments: Vec::new(),
+        })
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM_NAME)
+            .ok_or(XdpError::Missing {
+                kind: "program",
+                name: XDP_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|source| XdpError::Verify { source })
+    }
+
+    fn program(&self) -> Result<&Xdp, XdpError> {
+        self.ebpf
+            .program(XDP_PROGRAM_NAME)
+            .ok_or(XdpError::Missing {
+                kind: "program",
+                name: XDP_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|source| XdpError::Verify { source })
+    }
+
+    /// Attaches the program to `interface`. Generic mode logs a warning: it is slow and only
+    /// meant for devices without native XDP.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<(), XdpError> {
+        if self.attachments.iter().any(|a| a.interface == interface) {
+            return Err(XdpError::AlreadyAttached {
+                interface: interface.to_owned(),
+            });
+        }
+        if mode == AttachMode::Generic {
+            warn!(
+                interface,
+                "attaching XDP in generic (skb) mode: every packet pays an skb allocation; use \
+                 native mode where the driver supports it"
+            );
+        }
+        let link = self
+            .program_mut()?
+            .attach(interface, mode.xdp_mode())
+            .map_err(|source| match source {
+                ProgramError::UnknownInterface { .. } => XdpError::UnknownInterface {
+                    interface: interface.to_owned(),
+                },
+                source => XdpError::Attach {
+                    interface: interface.to_owned(),
+                    mode,
+                    hint: if mode == AttachMode::Native && is_not_supported(&source) {
+                        " (the driver has no native XDP; generic mode works everywhere)"
+                    } else {
+                        ""
+                    },
+                    source,
+                },
+            })?;
+        info!(interface, %mode, "XDP program attached");
+        self.attachments.push(Attachment {
+            interface: interface.to_owned(),
+            mode,
+            link,
+        });
+        Ok(())
+    }
+
+    /// The interfaces the program is attached to, with their modes.
+    pub fn attached(&self) -> impl Iterator<Item = (&str, AttachMode)> {
+        self.attachments
+            .iter()
+            .map(|a| (a.interface.as_str(), a.mode))
+    }
+
+    /// Detaches from every interface. Every interface is tried; the first error is returned.
+    pub fn detach_all(&mut self) -> Result<(), XdpError> {
+        let mut first_error = None;
+        while let Some(attachment) = self.attachments.pop() {
+            let result = self.program_mut()?.detach(attachment.link);
+            match result {
+                Ok(()) => info!(interface = attachment.interface, "XDP program detached"),
+                Err(source) => {
+                    warn!(interface = attachment.interface, %source, "XDP detach failed");
+                    first_error.get_or_insert(XdpError::Detach {
+                        interface: attachment.interface,
+                        source,
+                    });
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Programs (or replaces) a flow.
+    pub fn insert_flow(&mut self, key: FlowKey, entry: FlowEntry) -> Result<(), XdpError> {
+        self.flows
+            .insert(key, entry, 0)
+            .map_err(|source| XdpError::Map {
+                map: FLOW_MAP_NAME,
+                operation: "insert",
+                source,
+            })
+    }
+
+    /// Removes a flow; removing a flow that is not there is not an error.
+    pub fn remove_flow(&mut self, key: &FlowKey) -> Result<(), XdpError> {
+        match self.flows.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(source) => Err(XdpError::Map {
+                map: FLOW_MAP_NAME,
+                operation: "remove",
+                source,
+            }),
+        }
+    }
+
+    /// The flow programmed for `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowEntry>, XdpError> {
+        match self.flows.get(key, 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(XdpError::Map {
+                map: FLOW_MAP_NAME,
+                operation: "lookup",
+                source,
+            }),
+        }
+    }
+
+    /// The outcome counters, summed over CPUs.
+    pub fn counters(&self) -> Result<CounterSnapshot, XdpError> {
+        let mut snapshot = CounterSnapshot::default();
+        for counter in Counter::ALL {
+            let per_cpu = self
+                .counters
+                .get(&counter.index(), 0)
+                .map_err(|source| XdpError::Map {
+                    map: COUNTER_MAP_NAME,
+                    operation: "read",
+                    source,
+                })?;
+            snapshot.values[counter.index() as usize] = per_cpu.iter().sum();
+        }
+        Ok(snapshot)
+    }
+
+    /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN`, as the kernel would on
+    /// receive (maps and counters included). Used by tests and fixtures.
+    pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutcome, XdpError> {
+        // Room for programs that grow the frame (encapsulation, metadata).
+        let mut frame_out = vec![0u8; frame.len() + 256];
+        let result = self
+            .program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut frame_out),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| XdpError::TestRun { source })?;
+        frame_out.truncate(result.data_size_out as usize);
+        Ok(TestRunOutcome {
+            action: XdpAction::from_u32(result.return_value),
+            return_value: result.return_value,
+            frame_out,
+        })
+    }
+}
+
+impl Drop for RelayXdp {
+    fn drop(&mut self) {
+        if let Err(error) = self.detach_all() {
+            warn!(%error, "XDP detach on shutdown failed");
+        }
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, XdpError> {
+    ebpf.take_map(name)
+        .ok_or(XdpError::Missing { kind: "map", name })
+}
+
+fn is_not_supported(error: &ProgramError) -> bool {
+    let io_error: Option<&io::Error> = match error {
+        ProgramError::SyscallError(e) => Some(&e.io_error),
+        _ => None,
+    };
+    io_error.and_then(io::Error::raw_os_error) == Some(libc::EOPNOTSUPP)
+}

@@ -19,9 +19,11 @@ fn main() -> anyhow::Result<()> {
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
     // The eBPF object also depends on the shared types.
-    println!("cargo:rerun-if-changed={}", root.join("relay-common").display());
-    env::set_current_dir(&ebpf_dir)
-        .with_context(|| format!("entering {}", ebpf_dir.display()))?;
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("relay-common").display()
+    );
+    env::set_current_dir(&ebpf_dir).with_context(|| format!("entering {}", ebpf_dir.display()))?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "relay-ebpf",

@@ -185,7 +185,7 @@ impl Counter {
         Self::FlowUnknownAction,
     ];
 
-    /// Stable snake_case name, used as the `reason` label in metrics.
+    /// Stable `snake_case` name, used as the `outcome` label in metrics.
     pub const fn name(self) -> &'static str {
         match self {
             Self::PassTruncatedEthernet => "pass_truncated_ethernet",

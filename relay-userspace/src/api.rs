@@ -106,7 +106,10 @@ async fn health(State(state): State<ApiState>) -> Json<Health> {
 
 async fn metrics(State(state): State<ApiState>) -> Response {
     let mut body = String::new();
-    let _ = writeln!(body, "# HELP relayd_start_time_seconds Unix time relayd started.");
+    let _ = writeln!(
+        body,
+        "# HELP relayd_start_time_seconds Unix time relayd started."
+    );
     let _ = writeln!(body, "# TYPE relayd_start_time_seconds gauge");
     let _ = writeln!(
         body,
@@ -142,9 +145,5 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             }
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

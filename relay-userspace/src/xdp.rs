@@ -19,7 +19,8 @@ use relay_common::{
 use tracing::{info, warn};
 
 /// The XDP object built from `relay-ebpf`, embedded at compile time.
-static RELAY_XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-xdp"));
+static RELAY_XDP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-xdp"));
 
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,7 +57,9 @@ impl std::str::FromStr for AttachMode {
         match s {
             "native" | "driver" => Ok(Self::Native),
             "generic" | "skb" => Ok(Self::Generic),
-            other => Err(format!("unknown XDP mode {other:?} (expected native or generic)")),
+            other => Err(format!(
+                "unknown XDP mode {other:?} (expected native or generic)"
+            )),
         }
     }
 }
@@ -99,7 +102,7 @@ pub enum XdpError {
     Object {
         /// The loader's error.
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     /// The object lacks the program or a map this build expects.
     #[error("the XDP object has no {kind} named {name}")]
@@ -114,7 +117,7 @@ pub enum XdpError {
     Verify {
         /// The program error, with the verifier log where there is one.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// The interface does not exist.
     #[error("no network interface named {interface:?}")]
@@ -139,7 +142,7 @@ pub enum XdpError {
         hint: &'static str,
         /// The kernel's error.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// Detaching failed; the kernel still runs the program on that interface until relayd exits.
     #[error("detaching XDP from {interface} failed: {source}")]
@@ -148,7 +151,7 @@ pub enum XdpError {
         interface: String,
         /// The kernel's error.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     /// A map operation failed.
     #[error("BPF map {map} {operation} failed: {source}")]
@@ -166,7 +169,7 @@ pub enum XdpError {
     TestRun {
         /// The kernel's error.
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -242,7 +245,9 @@ impl RelayXdp {
     /// Loads the embedded object, creates its maps and has the kernel verify the program.
     /// Nothing is attached yet.
     pub fn load() -> Result<Self, XdpError> {
-        let mut ebpf = Ebpf::load(RELAY_XDP_OBJECT).map_err(|source| XdpError::Object { source })?;
+        let mut ebpf = Ebpf::load(RELAY_XDP_OBJECT).map_err(|source| XdpError::Object {
+            source: Box::new(source),
+        })?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM_NAME)
             .ok_or(XdpError::Missing {
@@ -250,8 +255,12 @@ impl RelayXdp {
                 name: XDP_PROGRAM_NAME,
             })?
             .try_into()
-            .map_err(|source| XdpError::Verify { source })?;
-        program.load().map_err(|source| XdpError::Verify { source })?;
+            .map_err(|source| XdpError::Verify {
+                source: Box::new(source),
+            })?;
+        program.load().map_err(|source| XdpError::Verify {
+            source: Box::new(source),
+        })?;
         let flows = take_map(&mut ebpf, FLOW_MAP_NAME)?;
         let flows = HashMap::try_from(flows).map_err(|source| XdpError::Map {
             map: FLOW_MAP_NAME,
@@ -280,7 +289,9 @@ impl RelayXdp {
                 name: XDP_PROGRAM_NAME,
             })?
             .try_into()
-            .map_err(|source| XdpError::Verify { source })
+            .map_err(|source| XdpError::Verify {
+                source: Box::new(source),
+            })
     }
 
     fn program(&self) -> Result<&Xdp, XdpError> {
@@ -291,7 +302,9 @@ impl RelayXdp {
                 name: XDP_PROGRAM_NAME,
             })?
             .try_into()
-            .map_err(|source| XdpError::Verify { source })
+            .map_err(|source| XdpError::Verify {
+                source: Box::new(source),
+            })
     }
 
     /// Attaches the program to `interface`. Generic mode logs a warning: it is slow and only
@@ -324,7 +337,7 @@ impl RelayXdp {
                     } else {
                         ""
                     },
-                    source,
+                    source: Box::new(source),
                 },
             })?;
         info!(interface, %mode, "XDP program attached");
@@ -354,7 +367,7 @@ impl RelayXdp {
                     warn!(interface = attachment.interface, %source, "XDP detach failed");
                     first_error.get_or_insert(XdpError::Detach {
                         interface: attachment.interface,
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
@@ -405,14 +418,14 @@ impl RelayXdp {
     pub fn counters(&self) -> Result<CounterSnapshot, XdpError> {
         let mut snapshot = CounterSnapshot::default();
         for counter in Counter::ALL {
-            let per_cpu = self
-                .counters
-                .get(&counter.index(), 0)
-                .map_err(|source| XdpError::Map {
-                    map: COUNTER_MAP_NAME,
-                    operation: "read",
-                    source,
-                })?;
+            let per_cpu =
+                self.counters
+                    .get(&counter.index(), 0)
+                    .map_err(|source| XdpError::Map {
+                        map: COUNTER_MAP_NAME,
+                        operation: "read",
+                        source,
+                    })?;
             snapshot.values[counter.index() as usize] = per_cpu.iter().sum();
         }
         Ok(snapshot)
@@ -430,7 +443,9 @@ impl RelayXdp {
                 data_out: Some(&mut frame_out),
                 ..TestRunOptions::default()
             })
-            .map_err(|source| XdpError::TestRun { source })?;
+            .map_err(|source| XdpError::TestRun {
+                source: Box::new(source),
+            })?;
         frame_out.truncate(result.data_size_out as usize);
         Ok(TestRunOutcome {
             action: XdpAction::from_u32(result.return_value),

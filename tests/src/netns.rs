@@ -65,16 +65,10 @@ impl Netns {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let file = File::open(&path)
-                        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+                    let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
                     // SAFETY: setns on a valid namespace fd affects only this thread.
                     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(
-                        rc,
-                        0,
-                        "setns({path}): {}",
-                        std::io::Error::last_os_error()
-                    );
+                    assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
                     f()
                 })
                 .join()
@@ -105,7 +99,14 @@ impl Drop for Netns {
 ///
 /// # Panics
 /// When an address is outside 198.18.0.0/15 or a command fails.
-pub fn veth_pair(ns_a: &Netns, name_a: &str, addr_a: &str, ns_b: &Netns, name_b: &str, addr_b: &str) {
+pub fn veth_pair(
+    ns_a: &Netns,
+    name_a: &str,
+    addr_a: &str,
+    ns_b: &Netns,
+    name_b: &str,
+    addr_b: &str,
+) {
     for addr in [addr_a, addr_b] {
         assert!(
             addr.starts_with("198.18.") || addr.starts_with("198.19."),
@@ -113,8 +114,18 @@ pub fn veth_pair(ns_a: &Netns, name_a: &str, addr_a: &str, ns_b: &Netns, name_b:
         );
     }
     run_ok(Command::new("ip").args([
-        "link", "add", name_a, "netns", ns_a.name(), "type", "veth", "peer", "name", name_b,
-        "netns", ns_b.name(),
+        "link",
+        "add",
+        name_a,
+        "netns",
+        ns_a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        name_b,
+        "netns",
+        ns_b.name(),
     ]));
     ns_a.ip(&["addr", "add", addr_a, "dev", name_a]);
     ns_b.ip(&["addr", "add", addr_b, "dev", name_b]);

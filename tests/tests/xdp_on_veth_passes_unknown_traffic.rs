@@ -93,7 +93,10 @@ fn send_datagrams(sender: &UdpSocket, port: u16, count: usize) {
     for i in 0..count {
         let payload = format!("datagram {i} to {port}");
         sender
-            .send_to(payload.as_bytes(), (std::net::Ipv4Addr::from(RELAY_IP), port))
+            .send_to(
+                payload.as_bytes(),
+                (std::net::Ipv4Addr::from(RELAY_IP), port),
+            )
             .expect("send");
     }
 }
@@ -130,9 +133,7 @@ fn xdp_on_a_veth_passes_udp_icmp_and_tcp_and_counts_them() {
             TcpListener::bind(("198.18.0.2", TCP_PORT)).unwrap(),
         )
     });
-    let sender = bed
-        .caller
-        .run(|| UdpSocket::bind("198.18.0.1:0").unwrap());
+    let sender = bed.caller.run(|| UdpSocket::bind("198.18.0.1:0").unwrap());
 
     // UDP: to a pass flow, to no flow, to a drop flow.
     send_datagrams(&sender, PASS_FLOW_PORT, DATAGRAMS);
@@ -200,13 +201,17 @@ fn xdp_on_a_veth_passes_udp_icmp_and_tcp_and_counts_them() {
         "ICMP and TCP counted: {counters:?}"
     );
     // The caller's ARP request for 198.18.0.2 crossed the program too.
-    assert!(counters.get(Counter::PassNotIp) >= 1, "ARP counted: {counters:?}");
+    assert!(
+        counters.get(Counter::PassNotIp) >= 1,
+        "ARP counted: {counters:?}"
+    );
 
     // Detach: the link is clean and the former drop flow's traffic arrives again.
-    bed.relay
-        .run(|| xdp.detach_all())
-        .expect("detach");
-    assert!(!has_xdp(&bed.relay, &bed.relay_if), "XDP gone from the link");
+    bed.relay.run(|| xdp.detach_all()).expect("detach");
+    assert!(
+        !has_xdp(&bed.relay, &bed.relay_if),
+        "XDP gone from the link"
+    );
     send_datagrams(&sender, DROP_FLOW_PORT, 5);
     assert_eq!(receive_count(&drop_rx, 5, Duration::from_secs(5)), 5);
     bed.relay.run(move || drop(xdp));
@@ -267,17 +272,28 @@ fn relayd_attaches_on_start_and_detaches_on_sigterm() {
     );
 
     // SAFETY: kill with a valid pid of our own child and a valid signal number.
-    assert_eq!(unsafe { libc::kill(pid.try_into().unwrap(), libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(pid.try_into().unwrap(), libc::SIGTERM) },
+        0
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "relayd did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "relayd did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "relayd exit {status}: {stderr}");
     assert!(stderr.contains("XDP program detached"), "{stderr}");
     assert!(!has_xdp(&bed.relay, &bed.relay_if), "relayd detached XDP");

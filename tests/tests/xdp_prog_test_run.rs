@@ -17,7 +17,7 @@ const IPV4_UDP: &str = "4500 0020 0001 4000 4011 0000 c6120001 c6120002";
 fn udp(dport: u16) -> String {
     format!("9c40 {dport:04x} 000c 0000 deadbeef")
 }
-/// IPv6 2001:2::1 -> 2001:2::2 (RFC 5180 benchmarking range), hop limit 64, next header given.
+/// IPv6 `2001:2::1` -> `2001:2::2` (RFC 5180 benchmarking range), hop limit 64, next header given.
 fn ipv6(next_header: u8, payload_len: u16) -> String {
     format!(
         "6000 0000 {payload_len:04x} {next_header:02x} 40
@@ -47,13 +47,29 @@ fn fixture(name: &'static str, frame: &str, action: XdpAction, counter: Counter)
     }
 }
 
+#[allow(clippy::too_many_lines, reason = "one row per fixture")]
 fn fixtures() -> Vec<Fixture> {
     use XdpAction::{Drop, Pass};
     let v4 = |port: u16| format!("{ETH} 0800 {IPV4_UDP} {}", udp(port));
     vec![
-        fixture("ipv4 udp, no flow", &v4(NO_FLOW_PORT), Pass, Counter::PassNoFlow),
-        fixture("ipv4 udp, pass flow", &v4(FLOW_PASS_PORT), Pass, Counter::FlowPass),
-        fixture("ipv4 udp, drop flow", &v4(FLOW_DROP_PORT), Drop, Counter::FlowDrop),
+        fixture(
+            "ipv4 udp, no flow",
+            &v4(NO_FLOW_PORT),
+            Pass,
+            Counter::PassNoFlow,
+        ),
+        fixture(
+            "ipv4 udp, pass flow",
+            &v4(FLOW_PASS_PORT),
+            Pass,
+            Counter::FlowPass,
+        ),
+        fixture(
+            "ipv4 udp, drop flow",
+            &v4(FLOW_DROP_PORT),
+            Drop,
+            Counter::FlowDrop,
+        ),
         fixture(
             "ipv4 udp, flow with an action this program does not know",
             &v4(FLOW_UNKNOWN_ACTION_PORT),
@@ -74,7 +90,10 @@ fn fixtures() -> Vec<Fixture> {
         ),
         fixture(
             "stacked vlan tags (QinQ)",
-            &format!("{ETH} 88a8 0064 8100 00c8 0800 {IPV4_UDP} {}", udp(FLOW_DROP_PORT)),
+            &format!(
+                "{ETH} 88a8 0064 8100 00c8 0800 {IPV4_UDP} {}",
+                udp(FLOW_DROP_PORT)
+            ),
             Pass,
             Counter::PassStackedVlan,
         ),
@@ -141,9 +160,7 @@ fn fixtures() -> Vec<Fixture> {
         ),
         fixture(
             "arp request",
-            &format!(
-                "{ETH} 0806 0001 0800 06 04 0001 020000000001 c6120001 000000000000 c6120002"
-            ),
+            &format!("{ETH} 0806 0001 0800 06 04 0001 020000000001 c6120001 000000000000 c6120002"),
             Pass,
             Counter::PassNotIp,
         ),
@@ -190,7 +207,10 @@ fn fixtures() -> Vec<Fixture> {
         ),
         fixture(
             "ipv4 with IHL 4",
-            &format!("{ETH} 0800 4400 0020 0001 4000 4011 0000 c6120001 c6120002 {}", udp(30_002)),
+            &format!(
+                "{ETH} 0800 4400 0020 0001 4000 4011 0000 c6120001 c6120002 {}",
+                udp(30_002)
+            ),
             Pass,
             Counter::PassBadIpHeader,
         ),
@@ -202,7 +222,10 @@ fn fixtures() -> Vec<Fixture> {
         ),
         fixture(
             "ipv4 options run past the frame",
-            &format!("{ETH} 0800 4f00 0020 0001 4000 4011 0000 c6120001 c6120002 {}", udp(30_002)),
+            &format!(
+                "{ETH} 0800 4f00 0020 0001 4000 4011 0000 c6120001 c6120002 {}",
+                udp(30_002)
+            ),
             Pass,
             Counter::PassTruncatedUdp,
         ),
@@ -215,8 +238,14 @@ fn loaded_program() -> RelayXdp {
     let v4 = [198, 18, 0, 2];
     let v6 = [0x20, 0x01, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02];
     let flows = [
-        (FlowKey::v4(v4, FLOW_PASS_PORT), FlowEntry::new(FlowAction::Pass, 1)),
-        (FlowKey::v4(v4, FLOW_DROP_PORT), FlowEntry::new(FlowAction::Drop, 2)),
+        (
+            FlowKey::v4(v4, FLOW_PASS_PORT),
+            FlowEntry::new(FlowAction::Pass, 1),
+        ),
+        (
+            FlowKey::v4(v4, FLOW_DROP_PORT),
+            FlowEntry::new(FlowAction::Drop, 2),
+        ),
         (
             FlowKey::v4(v4, FLOW_UNKNOWN_ACTION_PORT),
             FlowEntry {
@@ -224,8 +253,14 @@ fn loaded_program() -> RelayXdp {
                 flow_id: 3,
             },
         ),
-        (FlowKey::v6(v6, FLOW_PASS_PORT), FlowEntry::new(FlowAction::Pass, 4)),
-        (FlowKey::v6(v6, FLOW_DROP_PORT), FlowEntry::new(FlowAction::Drop, 5)),
+        (
+            FlowKey::v6(v6, FLOW_PASS_PORT),
+            FlowEntry::new(FlowAction::Pass, 4),
+        ),
+        (
+            FlowKey::v6(v6, FLOW_DROP_PORT),
+            FlowEntry::new(FlowAction::Drop, 5),
+        ),
     ];
     for (key, entry) in flows {
         xdp.insert_flow(key, entry).expect("insert flow");
@@ -258,7 +293,12 @@ fn every_fixture_gets_its_action_and_exactly_one_counter() {
             fixture.counter.name(),
             delta.iter().filter(|(_, v)| *v != 0).collect::<Vec<_>>()
         );
-        assert_eq!(delta.total(), 1, "{}: exactly one counter moves", fixture.name);
+        assert_eq!(
+            delta.total(),
+            1,
+            "{}: exactly one counter moves",
+            fixture.name
+        );
         if fixture.action == XdpAction::Pass {
             assert_eq!(
                 outcome.frame_out, fixture.frame,
@@ -284,8 +324,14 @@ fn counters_add_up_to_the_frames_seen_over_many_runs() {
     }
     let counters = xdp.counters().expect("read counters");
     assert_eq!(counters.total(), (rounds * all.len()) as u64);
-    let expected_drops = all.iter().filter(|f| f.counter == Counter::FlowDrop).count();
-    assert_eq!(counters.get(Counter::FlowDrop), (rounds * expected_drops) as u64);
+    let expected_drops = all
+        .iter()
+        .filter(|f| f.counter == Counter::FlowDrop)
+        .count();
+    assert_eq!(
+        counters.get(Counter::FlowDrop),
+        (rounds * expected_drops) as u64
+    );
 }
 
 #[test]
@@ -297,7 +343,10 @@ fn removing_a_flow_returns_its_traffic_to_the_kernel() {
     let frame = hex(&format!("{ETH} 0800 {IPV4_UDP} {}", udp(FLOW_DROP_PORT)));
     let key = FlowKey::v4([198, 18, 0, 2], FLOW_DROP_PORT);
     assert_eq!(xdp.test_run(&frame).unwrap().action, Some(XdpAction::Drop));
-    assert_eq!(xdp.flow(&key).unwrap(), Some(FlowEntry::new(FlowAction::Drop, 2)));
+    assert_eq!(
+        xdp.flow(&key).unwrap(),
+        Some(FlowEntry::new(FlowAction::Drop, 2))
+    );
     xdp.remove_flow(&key).expect("remove flow");
     assert_eq!(xdp.flow(&key).unwrap(), None);
     assert_eq!(xdp.test_run(&frame).unwrap().action, Some(XdpAction::Pass));

@@ -348,3 +348,28 @@ fn bpffs() -> Result<()> {
     ok("bpffs", &format!("mounted at {BPFFS}"));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{first_error_line, looks_unreachable};
+
+    #[test]
+    fn apt_and_pip_network_failures_are_recognised() {
+        assert!(looks_unreachable(
+            "W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  \
+             Temporary failure resolving 'deb.debian.org'"
+        ));
+        assert!(looks_unreachable(
+            "WARNING: Retrying ... Failed to establish a new connection: [Errno -3]"
+        ));
+        assert!(!looks_unreachable("E: Unable to locate package nosuchpkg"));
+    }
+
+    #[test]
+    fn the_first_error_line_is_reported() {
+        let text = "Reading package lists...\nE: Unable to locate package x\nE: second\n";
+        assert_eq!(first_error_line(text), "E: Unable to locate package x");
+        assert_eq!(first_error_line("a\nlast line\n\n"), "last line");
+        assert_eq!(first_error_line(""), "no output");
+    }
+}

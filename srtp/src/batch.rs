@@ -1,0 +1,165 @@
+//! Batch transforms: many packets, of one or many contexts, per call.
+//!
+//! The batch runs the three steps of [`crate::Context`] over all packets: every packet is
+//! prepared in order (so per-stream state advances exactly as with single calls), then the AES
+//! keystream of all packets that share a session key is generated in *one* call over
+//! contiguous counter blocks (this is what lets `aes` use its 64-block VAES-512 path), then
+//! every packet is finished in order. The scratch space grows to the largest batch seen and is
+//! reused, so steady-state batches allocate nothing.
+
+use crate::{
+    cipher::Block,
+    context::{Job, Op},
+    Context, Error,
+};
+
+/// One packet of a batch.
+#[derive(Debug)]
+pub struct BatchPacket<'a> {
+    /// Position of this packet's context in the slice given to the batch call.
+    pub context: usize,
+    /// The buffer; it must have room for the SRTP/SRTCP overhead when protecting.
+    pub buf: &'a mut [u8],
+    /// Packet length in `buf` before the call.
+    pub len: usize,
+    /// After the call: the new length, or why the packet was refused (its state then is
+    /// unchanged for receiving; a refused packet must not be sent or delivered).
+    pub result: Result<usize, Error>,
+}
+
+impl<'a> BatchPacket<'a> {
+    /// A packet of `len` bytes in `buf`, for the context at position `context`.
+    pub fn new(context: usize, buf: &'a mut [u8], len: usize) -> Self {
+        Self {
+            context,
+            buf,
+            len,
+            result: Ok(len),
+        }
+    }
+}
+
+/// Reusable scratch space for batch transforms.
+#[derive(Debug, Default)]
+pub struct Batch {
+    jobs: Vec<Option<Job>>,
+    /// Keystream offset of each packet.
+    offsets: Vec<usize>,
+    /// Packets in keystream order (grouped by context and key).
+    order: Vec<usize>,
+    keystream: Vec<Block>,
+}
+
+impl Batch {
+    /// Empty scratch; it grows to the largest batch seen.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scratch sized for `packets` packets of up to `max_len` bytes, so the first batches do not
+    /// allocate either.
+    pub fn with_capacity(packets: usize, max_len: usize) -> Self {
+        Self {
+            jobs: Vec::with_capacity(packets),
+            offsets: Vec::with_capacity(packets),
+            order: Vec::with_capacity(packets),
+            keystream: vec![Block::default(); packets * (max_len.div_ceil(16) + 1)],
+        }
+    }
+
+    /// Protects RTP packets ([`Context::protect_rtp`] for each).
+    pub fn protect_rtp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+        self.run(Op::ProtectRtp, contexts, packets);
+    }
+
+    /// Verifies and decrypts SRTP packets ([`Context::unprotect_rtp`] for each).
+    pub fn unprotect_rtp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+        self.run(Op::UnprotectRtp, contexts, packets);
+    }
+
+    /// Protects RTCP packets ([`Context::protect_rtcp`] for each).
+    pub fn protect_rtcp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+        self.run(Op::ProtectRtcp, contexts, packets);
+    }
+
+    /// Verifies and decrypts SRTCP packets ([`Context::unprotect_rtcp`] for each).
+    pub fn unprotect_rtcp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+        self.run(Op::UnprotectRtcp, contexts, packets);
+    }
+
+    fn run(&mut self, op: Op, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+        let count = contexts.len();
+        // Step 1, in packet order.
+        self.jobs.clear();
+        for packet in packets.iter_mut() {
+            let context = contexts.get_mut(packet.context).unwrap_or_else(|| {
+                panic!(
+                    "batch packet names context {} of {count}",
+                    packet.context
+                )
+            });
+            match context.prepare(op, packet.buf, packet.len) {
+                Ok(job) => self.jobs.push(Some(job)),
+                Err(e) => {
+                    packet.result = Err(e);
+                    self.jobs.push(None);
+                }
+            }
+        }
+        // Step 2: group packets by session key and lay their counter blocks out contiguously.
+        self.order.clear();
+        self.order
+            .extend((0..packets.len()).filter(|&i| self.jobs[i].is_some()));
+        let jobs = &self.jobs;
+        self.order.sort_unstable_by_key(|&i| {
+            let job = jobs[i].as_ref().expect("filtered");
+            (packets[i].context, job.key, i)
+        });
+        self.offsets.clear();
+        self.offsets.resize(packets.len(), 0);
+        let mut total = 0;
+        for &i in &self.order {
+            self.offsets[i] = total;
+            total += self.jobs[i].as_ref().expect("filtered").blocks;
+        }
+        if self.keystream.len() < total {
+            self.keystream.resize(total, Block::default());
+        }
+        let mut run_start = 0;
+        while run_start < self.order.len() {
+            let first = self.order[run_start];
+            let first_job = self.jobs[first].as_ref().expect("filtered");
+            let context = &contexts[packets[first].context];
+            let mut run_end = run_start;
+            while run_end < self.order.len() {
+                let i = self.order[run_end];
+                let job = self.jobs[i].as_ref().expect("filtered");
+                if packets[i].context != packets[first].context || job.key != first_job.key {
+                    break;
+                }
+                let at = self.offsets[i];
+                context.write_counters(job, &mut self.keystream[at..at + job.blocks]);
+                run_end += 1;
+            }
+            let last = self.order[run_end - 1];
+            let from = self.offsets[first];
+            let to = self.offsets[last] + self.jobs[last].as_ref().expect("filtered").blocks;
+            context
+                .session_keys(first_job)
+                .cipher()
+                .encrypt_blocks(&mut self.keystream[from..to]);
+            run_start = run_end;
+        }
+        // Step 3, in packet order.
+        for (i, packet) in packets.iter_mut().enumerate() {
+            if let Some(job) = &self.jobs[i] {
+                let at = self.offsets[i];
+                packet.result = contexts[packet.context].finish(
+                    job,
+                    packet.buf,
+                    &self.keystream[at..at + job.blocks],
+                );
+            }
+        }
+    }
+}

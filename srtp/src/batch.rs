@@ -93,10 +93,7 @@ impl Batch {
         self.jobs.clear();
         for packet in packets.iter_mut() {
             let context = contexts.get_mut(packet.context).unwrap_or_else(|| {
-                panic!(
-                    "batch packet names context {} of {count}",
-                    packet.context
-                )
+                panic!("batch packet names context {} of {count}", packet.context)
             });
             match context.prepare(op, packet.buf, packet.len) {
                 Ok(job) => self.jobs.push(Some(job)),

@@ -76,9 +76,17 @@ pub(crate) struct SessionKeys {
 impl SessionKeys {
     fn derive(suite: Suite, master: &AesKey, master_salt: &[u8], rtcp: bool) -> Self {
         let (enc_label, auth_label, salt_label) = if rtcp {
-            (Label::RtcpEncryption, Label::RtcpAuthentication, Label::RtcpSalt)
+            (
+                Label::RtcpEncryption,
+                Label::RtcpAuthentication,
+                Label::RtcpSalt,
+            )
         } else {
-            (Label::RtpEncryption, Label::RtpAuthentication, Label::RtpSalt)
+            (
+                Label::RtpEncryption,
+                Label::RtpAuthentication,
+                Label::RtpSalt,
+            )
         };
         let mut enc = [0u8; 32];
         let enc = &mut enc[..suite.master_key_len()];
@@ -86,7 +94,12 @@ impl SessionKeys {
         let cipher = AesKey::new(enc);
         enc.zeroize();
         let mut salt = [0u8; 14];
-        derive(master, master_salt, salt_label, &mut salt[..suite.master_salt_len()]);
+        derive(
+            master,
+            master_salt,
+            salt_label,
+            &mut salt[..suite.master_salt_len()],
+        );
         let auth = if suite.is_aead() {
             let mut h = Block::default();
             cipher.encrypt_block(&mut h);
@@ -424,7 +437,17 @@ impl Context {
                 max: self.max_streams,
             });
         }
-        Ok(self.rtp_job(Op::ProtectRtp, key, header.ssrc, header.seq, index, header.len, len, len_out, stream))
+        Ok(self.rtp_job(
+            Op::ProtectRtp,
+            key,
+            header.ssrc,
+            header.seq,
+            index,
+            header.len,
+            len,
+            len_out,
+            stream,
+        ))
     }
 
     fn prepare_unprotect_rtp(&self, buf: &[u8], len: usize) -> Result<Job, Error> {
@@ -472,7 +495,10 @@ impl Context {
         ))
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one constructor for both RTP directions")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one constructor for both RTP directions"
+    )]
     fn rtp_job(
         &self,
         op: Op,
@@ -486,19 +512,22 @@ impl Context {
         stream: Option<usize>,
     ) -> Job {
         let keys = &self.keys[key].rtp;
-        let enc_end = if op == Op::ProtectRtp { len_in } else { len_out };
+        let enc_end = if op == Op::ProtectRtp {
+            len_in
+        } else {
+            len_out
+        };
         let payload = enc_end - header_len;
         let mut base = [0u8; 16];
-        let blocks;
-        if self.suite.is_aead() {
+        let blocks = if self.suite.is_aead() {
             // RFC 7714 §8.1: IV = (0x0000 || SSRC || ROC || SEQ) XOR salt.
             base[2..6].copy_from_slice(&ssrc.to_be_bytes());
-            base[6..10].copy_from_slice(&((index >> 16) as u32).to_be_bytes());
+            base[6..10].copy_from_slice(&roc_of(index).to_be_bytes());
             base[10..12].copy_from_slice(&seq.to_be_bytes());
             for (b, s) in base[..12].iter_mut().zip(&keys.salt[..12]) {
                 *b ^= s;
             }
-            blocks = payload.div_ceil(16) + 1;
+            payload.div_ceil(16) + 1
         } else {
             // RFC 3711 §4.1.1: IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16).
             base[..14].copy_from_slice(&keys.salt);
@@ -508,8 +537,8 @@ impl Context {
             for (b, s) in base[8..14].iter_mut().zip(&index.to_be_bytes()[2..]) {
                 *b ^= s;
             }
-            blocks = payload.div_ceil(16);
-        }
+            payload.div_ceil(16)
+        };
         Job {
             op,
             key,
@@ -561,7 +590,16 @@ impl Context {
                 max: self.max_streams,
             });
         }
-        Ok(self.rtcp_job(Op::ProtectRtcp, key, ssrc, index, len_out, len, stream, true))
+        Ok(self.rtcp_job(
+            Op::ProtectRtcp,
+            key,
+            ssrc,
+            index,
+            len_out,
+            len,
+            stream,
+            true,
+        ))
     }
 
     fn prepare_unprotect_rtcp(&self, buf: &[u8], len: usize) -> Result<Job, Error> {
@@ -611,7 +649,10 @@ impl Context {
         ))
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one constructor for both RTCP directions")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one constructor for both RTCP directions"
+    )]
     fn rtcp_job(
         &self,
         op: Op,
@@ -626,8 +667,7 @@ impl Context {
         let keys = &self.keys[key].rtcp;
         let payload = enc_end - RTCP_HEADER_LEN;
         let mut base = [0u8; 16];
-        let blocks;
-        if self.suite.is_aead() {
+        let blocks = if self.suite.is_aead() {
             // RFC 7714 §9.1: IV = (0x0000 || SSRC || 0x0000 || 0 || SRTCP index) XOR salt.
             base[2..6].copy_from_slice(&ssrc.to_be_bytes());
             base[8..12].copy_from_slice(&index.to_be_bytes());
@@ -635,7 +675,8 @@ impl Context {
                 *b ^= s;
             }
             // The tag mask is needed whether or not the payload is encrypted.
-            blocks = if encrypted { payload.div_ceil(16) } else { 0 } + 1;
+            let data_blocks = if encrypted { payload.div_ceil(16) } else { 0 };
+            data_blocks + 1
         } else {
             base[..14].copy_from_slice(&keys.salt);
             for (b, s) in base[4..8].iter_mut().zip(ssrc.to_be_bytes()) {
@@ -644,8 +685,12 @@ impl Context {
             for (b, s) in base[10..14].iter_mut().zip(index.to_be_bytes()) {
                 *b ^= s;
             }
-            blocks = if encrypted { payload.div_ceil(16) } else { 0 };
-        }
+            if encrypted {
+                payload.div_ceil(16)
+            } else {
+                0
+            }
+        };
         Job {
             op,
             key,
@@ -690,19 +735,14 @@ impl Context {
         keystream: &[Block],
     ) -> Result<usize, Error> {
         match job.op {
-            Op::ProtectRtp => self.finish_protect_rtp(job, buf, keystream),
+            Op::ProtectRtp => Ok(self.finish_protect_rtp(job, buf, keystream)),
             Op::UnprotectRtp => self.finish_unprotect_rtp(job, buf, keystream),
-            Op::ProtectRtcp => self.finish_protect_rtcp(job, buf, keystream),
+            Op::ProtectRtcp => Ok(self.finish_protect_rtcp(job, buf, keystream)),
             Op::UnprotectRtcp => self.finish_unprotect_rtcp(job, buf, keystream),
         }
     }
 
-    fn finish_protect_rtp(
-        &mut self,
-        job: &Job,
-        buf: &mut [u8],
-        keystream: &[Block],
-    ) -> Result<usize, Error> {
+    fn finish_protect_rtp(&self, job: &Job, buf: &mut [u8], keystream: &[Block]) -> usize {
         let keys = &self.keys[job.key];
         let mki = &keys.mki[..self.mki_len];
         let session = &keys.rtp;
@@ -711,7 +751,7 @@ impl Context {
                 xor_keystream(&mut buf[job.enc_start..job.enc_end], keystream);
                 let end = job.enc_end;
                 buf[end..end + mki.len()].copy_from_slice(mki);
-                let roc = ((job.index >> 16) as u32).to_be_bytes();
+                let roc = roc_of(job.index).to_be_bytes();
                 let tag = hmac_sha1(mac, &buf[..end], &roc);
                 let tag_len = self.suite.rtp_tag_len();
                 let at = end + mki.len();
@@ -731,7 +771,7 @@ impl Context {
                 buf[end + GCM_TAG_LEN..end + GCM_TAG_LEN + mki.len()].copy_from_slice(mki);
             }
         }
-        Ok(job.len_out)
+        job.len_out
     }
 
     fn finish_unprotect_rtp(
@@ -746,7 +786,7 @@ impl Context {
         let tag_len = self.suite.rtp_tag_len();
         match &session.auth {
             Authenticator::HmacSha1(mac) => {
-                let roc = ((job.index >> 16) as u32).to_be_bytes();
+                let roc = roc_of(job.index).to_be_bytes();
                 let expected = hmac_sha1(mac, &buf[..job.enc_end], &roc);
                 let at = job.enc_end + self.mki_len;
                 if !bool::from(expected[..tag_len].ct_eq(&buf[at..at + tag_len])) {
@@ -773,17 +813,12 @@ impl Context {
         Ok(job.len_out)
     }
 
-    fn finish_protect_rtcp(
-        &mut self,
-        job: &Job,
-        buf: &mut [u8],
-        keystream: &[Block],
-    ) -> Result<usize, Error> {
+    fn finish_protect_rtcp(&self, job: &Job, buf: &mut [u8], keystream: &[Block]) -> usize {
         let keys = &self.keys[job.key];
         let mki = &keys.mki[..self.mki_len];
         let session = &keys.rtcp;
         // `job.index` is below 2^31 (checked in prepare).
-        let word = (SRTCP_E_FLAG | job.index as u32).to_be_bytes();
+        let word = (SRTCP_E_FLAG | srtcp_index_of(job.index)).to_be_bytes();
         let end = job.enc_end;
         match &session.auth {
             Authenticator::HmacSha1(mac) => {
@@ -813,7 +848,7 @@ impl Context {
                 buf[at..at + mki.len()].copy_from_slice(mki);
             }
         }
-        Ok(job.len_out)
+        job.len_out
     }
 
     fn finish_unprotect_rtcp(
@@ -889,7 +924,7 @@ impl Context {
         }
     }
 
-    /// Records an accepted or sent SRTP packet: window, ROC and s_l, lifetime.
+    /// Records an accepted or sent SRTP packet: window, ROC and `s_l`, lifetime.
     fn commit_rtp(&mut self, job: &Job) -> Result<(), Error> {
         let slot = match job.stream {
             Some(slot) if self.streams.get(slot).is_some_and(|s| s.ssrc == job.ssrc) => slot,
@@ -897,13 +932,13 @@ impl Context {
         };
         let window_size = self.replay_window;
         let state = self.streams[slot].rtp.get_or_insert_with(|| RtpState {
-            roc: (job.index >> 16) as u32,
-            s_l: job.index as u16,
+            roc: roc_of(job.index),
+            s_l: seq_of(job.index),
             window: ReplayWindow::new(window_size),
         });
         if state.window.highest().is_none_or(|h| job.index > h) {
-            state.roc = (job.index >> 16) as u32;
-            state.s_l = job.index as u16;
+            state.roc = roc_of(job.index);
+            state.s_l = seq_of(job.index);
         }
         state.window.accept(job.index);
         self.keys[job.key].rtp_used += 1;
@@ -922,12 +957,36 @@ impl Context {
             window: ReplayWindow::new(window_size),
         });
         match job.op {
-            Op::ProtectRtcp => state.next_index = job.index as u32 + 1,
+            Op::ProtectRtcp => state.next_index = srtcp_index_of(job.index) + 1,
             _ => state.window.accept(job.index),
         }
         self.keys[job.key].rtcp_used += 1;
         Ok(())
     }
+}
+
+/// The ROC part of a 48-bit SRTP packet index.
+#[allow(clippy::cast_possible_truncation, reason = "the index is below 2^48")]
+const fn roc_of(index: u64) -> u32 {
+    (index >> 16) as u32
+}
+
+/// An SRTCP index kept in a `u64` job field (always below 2^31).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "SRTCP indices are below 2^31"
+)]
+const fn srtcp_index_of(index: u64) -> u32 {
+    (index & 0x7fff_ffff) as u32
+}
+
+/// The SEQ part of an SRTP packet index.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "keeps the low 16 bits on purpose"
+)]
+const fn seq_of(index: u64) -> u16 {
+    index as u16
 }
 
 /// RFC 3711 Appendix A: the index of a packet with sequence number `seq`, given the stream's
@@ -959,14 +1018,18 @@ fn estimate_index(roc: u32, s_l: u16, seq: u16) -> Result<u64, Error> {
 /// GCM counts in the low 32 bits from 1, block 0 being J0, the tag mask (NIST SP 800-38D).
 pub(crate) fn write_counter_blocks(base: &[u8; 16], aead: bool, out: &mut [Block]) {
     if aead {
-        for (i, block) in out.iter_mut().enumerate() {
+        let mut counter: u32 = 1;
+        for block in out {
             block.copy_from_slice(base);
-            block[12..16].copy_from_slice(&(i as u32 + 1).to_be_bytes());
+            block[12..16].copy_from_slice(&counter.to_be_bytes());
+            counter = counter.wrapping_add(1);
         }
     } else {
-        for (i, block) in out.iter_mut().enumerate() {
+        let mut counter: u16 = 0;
+        for block in out {
             block.copy_from_slice(base);
-            block[14..16].copy_from_slice(&(i as u16).to_be_bytes());
+            block[14..16].copy_from_slice(&counter.to_be_bytes());
+            counter = counter.wrapping_add(1);
         }
     }
 }
@@ -996,7 +1059,7 @@ fn hmac_sha1(mac: &Hmac<Sha1>, data: &[u8], suffix: &[u8]) -> [u8; 20] {
     mac.finalize().into_bytes().into()
 }
 
-/// GCM tag: GHASH(A = aad || aad_tail, C) XOR E(K, J0) (NIST SP 800-38D §7.1). `aad_tail` is
+/// GCM tag: `GHASH(A = aad || aad_tail, C) XOR E(K, J0)` (NIST SP 800-38D §7.1). `aad_tail` is
 /// the SRTCP E+index word (at most 4 bytes), which follows the header in the AAD.
 fn gcm_tag(ghash: &GHash, mask: &Block, aad: &[u8], aad_tail: &[u8], ct: &[u8]) -> [u8; 16] {
     let mut ghash = ghash.clone();
@@ -1029,11 +1092,11 @@ mod tests {
     #[test]
     fn index_estimation_follows_rfc3711_appendix_a() {
         // In the middle of a cycle.
-        assert_eq!(estimate_index(3, 1000, 1001), Ok((3 << 16) | 1001));
+        assert_eq!(estimate_index(3, 1000, 1001), Ok(3 * 65_536 + 1001));
         // Wrap forward: s_l near the top, seq small.
-        assert_eq!(estimate_index(3, 65_500, 10), Ok((4 << 16) | 10));
+        assert_eq!(estimate_index(3, 65_500, 10), Ok(4 * 65_536 + 10));
         // A late packet from the previous cycle.
-        assert_eq!(estimate_index(4, 10, 65_500), Ok((3 << 16) | 65_500));
+        assert_eq!(estimate_index(4, 10, 65_500), Ok(3 * 65_536 + 65_500));
         // ROC 0 never goes negative (libsrtp behaviour).
         assert_eq!(estimate_index(0, 10, 65_500), Ok(65_500));
         // The 2^48 limit.

@@ -92,6 +92,9 @@ mod tests {
         assert_eq!(salt_out.to_vec(), unhex("fa31791685ca444a9e07c6c64e93"));
         let mut auth = [0u8; 20];
         derive(&master, &salt, Label::RtpAuthentication, &mut auth);
-        assert_eq!(auth.to_vec(), unhex("fd9c32d39ed5fbb5a9dc96b30818454d1313dc05"));
+        assert_eq!(
+            auth.to_vec(),
+            unhex("fd9c32d39ed5fbb5a9dc96b30818454d1313dc05")
+        );
     }
 }

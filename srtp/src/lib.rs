@@ -18,6 +18,7 @@ mod kdf;
 mod packet;
 mod policy;
 mod replay;
+pub mod sdes;
 mod suite;
 
 pub use batch::{Batch, BatchPacket};

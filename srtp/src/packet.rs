@@ -86,7 +86,9 @@ pub(crate) fn parse_rtcp(packet: &[u8]) -> Result<u32, Error> {
     if version != 2 {
         return Err(Error::BadVersion { version });
     }
-    Ok(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]))
+    Ok(u32::from_be_bytes([
+        packet[4], packet[5], packet[6], packet[7],
+    ]))
 }
 
 #[cfg(test)]
@@ -95,7 +97,9 @@ mod tests {
 
     #[test]
     fn plain_header() {
-        let p = [0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xab];
+        let p = [
+            0x80, 0x0f, 0x12, 0x34, 0xde, 0xca, 0xfb, 0xad, 0xca, 0xfe, 0xba, 0xbe, 0xab,
+        ];
         assert_eq!(
             parse_rtp(&p),
             Ok(RtpHeader {
@@ -117,7 +121,10 @@ mod tests {
         // Truncated inside the extension.
         assert_eq!(
             parse_rtp(&p[..20]),
-            Err(Error::Truncated { len: 20, needed: 24 })
+            Err(Error::Truncated {
+                len: 20,
+                needed: 24
+            })
         );
     }
 
@@ -129,7 +136,10 @@ mod tests {
         );
         assert_eq!(
             parse_rtp(&[0x80; 11]),
-            Err(Error::Truncated { len: 11, needed: 12 })
+            Err(Error::Truncated {
+                len: 11,
+                needed: 12
+            })
         );
         assert_eq!(
             parse_rtcp(&[0x80; 7]),

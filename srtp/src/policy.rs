@@ -34,7 +34,7 @@ impl fmt::Debug for MasterKey {
             .field("key", &"<redacted>")
             .field("mki", &self.mki)
             .field("lifetime", &self.lifetime)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

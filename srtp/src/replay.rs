@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(w.check(999), Err(Error::Replayed { index: 999 }));
         // Skipped indices inside the window are still acceptable.
         assert_eq!(w.check(1003), Ok(()));
-        assert_eq!(w.check(1005 - 128), Err(Error::TooOld { index: 1005 - 128 }));
+        assert_eq!(
+            w.check(1005 - 128),
+            Err(Error::TooOld { index: 1005 - 128 })
+        );
         assert_eq!(w.check(1005 - 127), Ok(()));
         assert_eq!(w.highest(), Some(1005));
     }

@@ -26,7 +26,10 @@ fn a_replayed_rtp_packet_is_refused_and_changes_nothing() {
             Err(Error::Replayed { index: 104 }),
             "{suite}"
         );
-        assert_eq!(again, sent[4], "{suite}: a refused packet is left as it was");
+        assert_eq!(
+            again, sent[4],
+            "{suite}: a refused packet is left as it was"
+        );
     }
 }
 
@@ -78,7 +81,10 @@ fn a_larger_configured_window_accepts_older_packets() {
     }
     let mut late = late.unwrap();
     let n = late.len();
-    assert!(rx.unprotect_rtp(&mut late, n).is_ok(), "590 behind, window 1024");
+    assert!(
+        rx.unprotect_rtp(&mut late, n).is_ok(),
+        "590 behind, window 1024"
+    );
 }
 
 #[test]
@@ -104,7 +110,10 @@ fn protecting_the_same_index_twice_is_refused_unless_allowed() {
     let (mut p, len) = rtp(3, 42, &[1; 10], 32);
     tx.protect_rtp(&mut p, len).unwrap();
     let (mut p, len) = rtp(3, 42, &[2; 10], 32);
-    assert_eq!(tx.protect_rtp(&mut p, len), Err(Error::Replayed { index: 42 }));
+    assert_eq!(
+        tx.protect_rtp(&mut p, len),
+        Err(Error::Replayed { index: 42 })
+    );
 
     let mut policy = common::policy(Suite::AesCm128HmacSha1_80, 5);
     policy.allow_repeat_tx = true;

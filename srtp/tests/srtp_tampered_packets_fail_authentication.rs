@@ -50,7 +50,10 @@ fn flipping_any_bit_of_an_srtcp_packet_is_detected() {
             forged[byte] ^= 0x04;
             let result = rx.unprotect_rtcp(&mut forged, n);
             assert!(
-                matches!(result, Err(Error::AuthenticationFailed | Error::BadVersion { .. })),
+                matches!(
+                    result,
+                    Err(Error::AuthenticationFailed | Error::BadVersion { .. })
+                ),
                 "{suite}: byte {byte} gave {result:?}"
             );
         }
@@ -67,6 +70,10 @@ fn a_packet_protected_with_another_key_fails() {
         let (_, mut rx) = pair(suite, 14);
         let (mut p, len) = rtp(1, 1, &payload(1, 50), 32);
         let n = tx.protect_rtp(&mut p, len).unwrap();
-        assert_eq!(rx.unprotect_rtp(&mut p, n), Err(Error::AuthenticationFailed), "{suite}");
+        assert_eq!(
+            rx.unprotect_rtp(&mut p, n),
+            Err(Error::AuthenticationFailed),
+            "{suite}"
+        );
     }
 }

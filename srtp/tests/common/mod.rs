@@ -1,5 +1,9 @@
 //! Helpers shared by the srtp integration tests.
 #![allow(dead_code, reason = "each test file uses a subset")]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test data generators truncate on purpose"
+)]
 
 use srtp::{Context, MasterKey, Policy, Suite};
 
@@ -44,5 +48,7 @@ pub fn rtcp(ssrc: u32, extra: usize, room: usize) -> (Vec<u8>, usize) {
 
 /// Payload of `len` bytes that differs with `n`.
 pub fn payload(n: u32, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u32 ^ n.wrapping_mul(7)) as u8).collect()
+    (0..len)
+        .map(|i| (i as u32 ^ n.wrapping_mul(7)) as u8)
+        .collect()
 }

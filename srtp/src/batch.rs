@@ -10,8 +10,12 @@
 use crate::{
     cipher::Block,
     context::{Job, Op},
+    hmac_sha1::{tag_many, Request},
     Context, Error,
 };
+
+/// Packets whose HMAC tags are computed together (a multiple of the SHA-1 lane count).
+const GROUP: usize = 16;
 
 /// One packet of a batch.
 #[derive(Debug)]
@@ -48,6 +52,9 @@ pub struct Batch {
     /// Packets in keystream order (grouped by context and key).
     order: Vec<usize>,
     keystream: Vec<Block>,
+    /// Packets with an HMAC tag to compute, and the tags.
+    hmac_jobs: Vec<usize>,
+    tags: Vec<[u8; 20]>,
 }
 
 impl Batch {
@@ -64,6 +71,8 @@ impl Batch {
             offsets: Vec::with_capacity(packets),
             order: Vec::with_capacity(packets),
             keystream: vec![Block::default(); packets * (max_len.div_ceil(16) + 1)],
+            hmac_jobs: Vec::with_capacity(packets),
+            tags: Vec::with_capacity(packets),
         }
     }
 
@@ -103,7 +112,52 @@ impl Batch {
                 }
             }
         }
-        // Step 2: group packets by session key and lay their counter blocks out contiguously.
+        self.keystream_pass(contexts, packets);
+        // Step 3a: sending jobs are encrypted (GCM ones are then complete).
+        if matches!(op, Op::ProtectRtp | Op::ProtectRtcp) {
+            for (i, packet) in packets.iter_mut().enumerate() {
+                if let Some(job) = &self.jobs[i] {
+                    let at = self.offsets[i];
+                    contexts[packet.context].encrypt(
+                        job,
+                        packet.buf,
+                        &self.keystream[at..at + job.blocks],
+                    );
+                }
+            }
+        }
+        self.hmac_pass(contexts, packets);
+        // Step 3c, in packet order: sending writes the tags; receiving verifies, decrypts and
+        // commits.
+        for (i, packet) in packets.iter_mut().enumerate() {
+            let Some(job) = &self.jobs[i] else {
+                continue;
+            };
+            let context = &mut contexts[packet.context];
+            let has_hmac = context.hmac_key(job).is_some();
+            packet.result = match op {
+                Op::ProtectRtp | Op::ProtectRtcp => {
+                    if has_hmac {
+                        context.write_tag(job, packet.buf, &self.tags[i]);
+                    }
+                    Ok(job.len_out)
+                }
+                Op::UnprotectRtp | Op::UnprotectRtcp => {
+                    let at = self.offsets[i];
+                    context.open(
+                        job,
+                        packet.buf,
+                        &self.keystream[at..at + job.blocks],
+                        has_hmac.then_some(&self.tags[i]),
+                    )
+                }
+            };
+        }
+    }
+
+    /// Step 2: groups packets by session key, lays their counter blocks out contiguously and
+    /// runs AES once per group.
+    fn keystream_pass(&mut self, contexts: &[Context], packets: &[BatchPacket<'_>]) {
         self.order.clear();
         self.order
             .extend((0..packets.len()).filter(|&i| self.jobs[i].is_some()));
@@ -147,15 +201,50 @@ impl Batch {
                 .encrypt_blocks(&mut self.keystream[from..to]);
             run_start = run_end;
         }
-        // Step 3, in packet order.
-        for (i, packet) in packets.iter_mut().enumerate() {
-            if let Some(job) = &self.jobs[i] {
-                let at = self.offsets[i];
-                packet.result = contexts[packet.context].finish(
-                    job,
-                    packet.buf,
-                    &self.keystream[at..at + job.blocks],
-                );
+    }
+
+    /// Step 3b: HMAC-SHA1 tags of every HMAC job, several packets per SHA-1 pass.
+    fn hmac_pass(&mut self, contexts: &[Context], packets: &[BatchPacket<'_>]) {
+        self.tags.clear();
+        self.tags.resize(packets.len(), [0; 20]);
+        self.hmac_jobs.clear();
+        self.hmac_jobs.extend((0..packets.len()).filter(|&i| {
+            self.jobs[i]
+                .as_ref()
+                .is_some_and(|job| contexts[packets[i].context].hmac_key(job).is_some())
+        }));
+        for group in self.hmac_jobs.chunks(GROUP) {
+            let mut suffixes = [([0u8; 4], 0usize); GROUP];
+            let mut ends = [0usize; GROUP];
+            for (k, &i) in group.iter().enumerate() {
+                let job = self.jobs[i].as_ref().expect("filtered");
+                let (end, suffix, suffix_len) = job.auth_span();
+                ends[k] = end;
+                suffixes[k] = (suffix, suffix_len);
+            }
+            let first = group[0];
+            let first_key = contexts[packets[first].context]
+                .hmac_key(self.jobs[first].as_ref().expect("filtered"))
+                .expect("filtered");
+            let mut requests = [Request {
+                key: first_key,
+                data: &[],
+                suffix: &[],
+            }; GROUP];
+            for (k, &i) in group.iter().enumerate() {
+                let job = self.jobs[i].as_ref().expect("filtered");
+                requests[k] = Request {
+                    key: contexts[packets[i].context]
+                        .hmac_key(job)
+                        .expect("filtered"),
+                    data: &packets[i].buf[..ends[k]],
+                    suffix: &suffixes[k].0[..suffixes[k].1],
+                };
+            }
+            let mut tags = [[0u8; 20]; GROUP];
+            tag_many(&requests[..group.len()], &mut tags[..group.len()]);
+            for (k, &i) in group.iter().enumerate() {
+                self.tags[i] = tags[k];
             }
         }
     }

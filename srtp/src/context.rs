@@ -21,13 +21,12 @@
 use core::fmt;
 
 use ghash::{universal_hash::UniversalHash, GHash};
-use hmac::{digest::KeyInit, Hmac, Mac as _};
-use sha1::Sha1;
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroize as _;
 
 use crate::{
     cipher::{AesKey, Block},
+    hmac_sha1::HmacSha1Key,
     kdf::{derive, Label},
     packet::{parse_rtcp, parse_rtp, RTCP_HEADER_LEN},
     replay::ReplayWindow,
@@ -58,8 +57,8 @@ const SRTCP_TRAILER_LEN: usize = 4;
 #[derive(Clone)]
 enum Authenticator {
     /// HMAC-SHA1 keyed with the session auth key: the inner and outer states are computed once
-    /// here and cloned per packet.
-    HmacSha1(Hmac<Sha1>),
+    /// here.
+    HmacSha1(HmacSha1Key),
     /// GHASH keyed with H = AES(K, 0^128).
     Ghash(GHash),
 }
@@ -109,9 +108,9 @@ impl SessionKeys {
         } else {
             let mut auth_key = [0u8; 20];
             derive(master, master_salt, auth_label, &mut auth_key);
-            let mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&auth_key).expect("any length");
+            let key = HmacSha1Key::new(&auth_key);
             auth_key.zeroize();
-            Authenticator::HmacSha1(mac)
+            Authenticator::HmacSha1(key)
         };
         Self { cipher, salt, auth }
     }
@@ -194,6 +193,19 @@ pub(crate) struct Job {
     stream: Option<usize>,
     /// SRTCP: whether the payload is (to be) encrypted.
     encrypted: bool,
+}
+
+impl Job {
+    /// What HMAC-SHA1 covers (RFC 3711 §4.2): SRTP: header and encrypted payload, then the ROC
+    /// (4 bytes, returned as the suffix); SRTCP: header, encrypted part and the E+index word.
+    /// The MKI is never authenticated. Returns the end of the covered bytes and the suffix.
+    pub(crate) fn auth_span(&self) -> (usize, [u8; 4], usize) {
+        if self.op.is_rtcp() {
+            (self.enc_end + SRTCP_TRAILER_LEN, [0; 4], 0)
+        } else {
+            (self.enc_end, roc_of(self.index).to_be_bytes(), 4)
+        }
+    }
 }
 
 /// An SRTP/SRTCP context for one session direction: its master keys and the state of every SSRC
@@ -331,7 +343,19 @@ impl Context {
         let mut keystream = [Block::default(); MAX_KEYSTREAM_BLOCKS];
         let keystream = &mut keystream[..job.blocks];
         self.fill_keystream(&job, keystream);
-        self.finish(&job, buf, keystream)
+        match op {
+            Op::ProtectRtp | Op::ProtectRtcp => {
+                self.encrypt(&job, buf, keystream);
+                if let Some(tag) = self.hmac_tag(&job, buf) {
+                    self.write_tag(&job, buf, &tag);
+                }
+                Ok(job.len_out)
+            }
+            Op::UnprotectRtp | Op::UnprotectRtcp => {
+                let tag = self.hmac_tag(&job, buf);
+                self.open(&job, buf, keystream, tag.as_ref())
+            }
+        }
     }
 
     fn stream_slot(&self, ssrc: u32) -> Option<usize> {
@@ -727,112 +751,66 @@ impl Context {
         self.session_keys(job).cipher().encrypt_blocks(out);
     }
 
-    /// Step 3: transform with the keystream, tag or verify, and commit state.
-    pub(crate) fn finish(
-        &mut self,
-        job: &Job,
-        buf: &mut [u8],
-        keystream: &[Block],
-    ) -> Result<usize, Error> {
-        match job.op {
-            Op::ProtectRtp => Ok(self.finish_protect_rtp(job, buf, keystream)),
-            Op::UnprotectRtp => self.finish_unprotect_rtp(job, buf, keystream),
-            Op::ProtectRtcp => Ok(self.finish_protect_rtcp(job, buf, keystream)),
-            Op::UnprotectRtcp => self.finish_unprotect_rtcp(job, buf, keystream),
+    /// The HMAC key a job authenticates with (`None` for the AEAD suites).
+    pub(crate) fn hmac_key(&self, job: &Job) -> Option<&HmacSha1Key> {
+        match &self.session_keys(job).auth {
+            Authenticator::HmacSha1(key) => Some(key),
+            Authenticator::Ghash(_) => None,
         }
     }
 
-    fn finish_protect_rtp(&self, job: &Job, buf: &mut [u8], keystream: &[Block]) -> usize {
+    /// Where the HMAC tag sits and how long it is.
+    fn tag_at(&self, job: &Job) -> (usize, usize) {
+        if job.op.is_rtcp() {
+            (
+                job.enc_end + SRTCP_TRAILER_LEN + self.mki_len,
+                self.suite.rtcp_tag_len(),
+            )
+        } else {
+            (job.enc_end + self.mki_len, self.suite.rtp_tag_len())
+        }
+    }
+
+    /// Computes a job's HMAC tag over `buf` (single-packet path; batches use multi-buffer).
+    fn hmac_tag(&self, job: &Job, buf: &[u8]) -> Option<[u8; 20]> {
+        let key = self.hmac_key(job)?;
+        let (end, suffix, suffix_len) = job.auth_span();
+        Some(key.tag(&buf[..end], &suffix[..suffix_len]))
+    }
+
+    /// Step 3 of sending, first half: encrypt and lay out the trailer. GCM suites are complete
+    /// after this; HMAC suites then need [`Self::write_tag`] with the tag of
+    /// [`Self::auth_span`].
+    pub(crate) fn encrypt(&self, job: &Job, buf: &mut [u8], keystream: &[Block]) {
         let keys = &self.keys[job.key];
         let mki = &keys.mki[..self.mki_len];
-        let session = &keys.rtp;
-        match &session.auth {
-            Authenticator::HmacSha1(mac) => {
-                xor_keystream(&mut buf[job.enc_start..job.enc_end], keystream);
-                let end = job.enc_end;
+        let end = job.enc_end;
+        let aead = self.suite.is_aead();
+        let data_keystream = if aead { &keystream[1..] } else { keystream };
+        xor_keystream(&mut buf[job.enc_start..end], data_keystream);
+        match (job.op, &self.session_keys(job).auth) {
+            (Op::ProtectRtp, Authenticator::HmacSha1(_)) => {
                 buf[end..end + mki.len()].copy_from_slice(mki);
-                let roc = roc_of(job.index).to_be_bytes();
-                let tag = hmac_sha1(mac, &buf[..end], &roc);
-                let tag_len = self.suite.rtp_tag_len();
-                let at = end + mki.len();
-                buf[at..at + tag_len].copy_from_slice(&tag[..tag_len]);
             }
-            Authenticator::Ghash(ghash) => {
-                xor_keystream(&mut buf[job.enc_start..job.enc_end], &keystream[1..]);
+            (Op::ProtectRtp, Authenticator::Ghash(ghash)) => {
                 let tag = gcm_tag(
                     ghash,
                     &keystream[0],
                     &buf[..job.enc_start],
                     &[],
-                    &buf[job.enc_start..job.enc_end],
+                    &buf[job.enc_start..end],
                 );
-                let end = job.enc_end;
                 buf[end..end + GCM_TAG_LEN].copy_from_slice(&tag);
                 buf[end + GCM_TAG_LEN..end + GCM_TAG_LEN + mki.len()].copy_from_slice(mki);
             }
-        }
-        job.len_out
-    }
-
-    fn finish_unprotect_rtp(
-        &mut self,
-        job: &Job,
-        buf: &mut [u8],
-        keystream: &[Block],
-    ) -> Result<usize, Error> {
-        // An earlier packet of the same batch may have moved the window or used up the key.
-        self.recheck(job)?;
-        let session = &self.keys[job.key].rtp;
-        let tag_len = self.suite.rtp_tag_len();
-        match &session.auth {
-            Authenticator::HmacSha1(mac) => {
-                let roc = roc_of(job.index).to_be_bytes();
-                let expected = hmac_sha1(mac, &buf[..job.enc_end], &roc);
-                let at = job.enc_end + self.mki_len;
-                if !bool::from(expected[..tag_len].ct_eq(&buf[at..at + tag_len])) {
-                    return Err(Error::AuthenticationFailed);
-                }
-                xor_keystream(&mut buf[job.enc_start..job.enc_end], keystream);
-            }
-            Authenticator::Ghash(ghash) => {
-                let expected = gcm_tag(
-                    ghash,
-                    &keystream[0],
-                    &buf[..job.enc_start],
-                    &[],
-                    &buf[job.enc_start..job.enc_end],
-                );
-                let at = job.enc_end;
-                if !bool::from(expected.ct_eq(&buf[at..at + GCM_TAG_LEN])) {
-                    return Err(Error::AuthenticationFailed);
-                }
-                xor_keystream(&mut buf[job.enc_start..job.enc_end], &keystream[1..]);
-            }
-        }
-        self.commit_rtp(job)?;
-        Ok(job.len_out)
-    }
-
-    fn finish_protect_rtcp(&self, job: &Job, buf: &mut [u8], keystream: &[Block]) -> usize {
-        let keys = &self.keys[job.key];
-        let mki = &keys.mki[..self.mki_len];
-        let session = &keys.rtcp;
-        // `job.index` is below 2^31 (checked in prepare).
-        let word = (SRTCP_E_FLAG | srtcp_index_of(job.index)).to_be_bytes();
-        let end = job.enc_end;
-        match &session.auth {
-            Authenticator::HmacSha1(mac) => {
-                xor_keystream(&mut buf[job.enc_start..end], keystream);
+            (Op::ProtectRtcp, Authenticator::HmacSha1(_)) => {
+                let word = (SRTCP_E_FLAG | srtcp_index_of(job.index)).to_be_bytes();
                 buf[end..end + SRTCP_TRAILER_LEN].copy_from_slice(&word);
                 let at = end + SRTCP_TRAILER_LEN;
                 buf[at..at + mki.len()].copy_from_slice(mki);
-                let tag = hmac_sha1(mac, &buf[..at], &[]);
-                let tag_len = self.suite.rtcp_tag_len();
-                let at = at + mki.len();
-                buf[at..at + tag_len].copy_from_slice(&tag[..tag_len]);
             }
-            Authenticator::Ghash(ghash) => {
-                xor_keystream(&mut buf[job.enc_start..end], &keystream[1..]);
+            (Op::ProtectRtcp, Authenticator::Ghash(ghash)) => {
+                let word = (SRTCP_E_FLAG | srtcp_index_of(job.index)).to_be_bytes();
                 // RFC 7714 §9.2: AAD = header (8) || E+index; the ciphertext follows.
                 let tag = gcm_tag(
                     ghash,
@@ -847,57 +825,82 @@ impl Context {
                 let at = at + SRTCP_TRAILER_LEN;
                 buf[at..at + mki.len()].copy_from_slice(mki);
             }
+            (Op::UnprotectRtp | Op::UnprotectRtcp, _) => {
+                unreachable!("encrypt is for sending jobs")
+            }
         }
-        job.len_out
     }
 
-    fn finish_unprotect_rtcp(
+    /// Step 3 of sending, second half for HMAC suites: writes the (truncated) tag.
+    pub(crate) fn write_tag(&self, job: &Job, buf: &mut [u8], tag: &[u8; 20]) {
+        let (at, len) = self.tag_at(job);
+        buf[at..at + len].copy_from_slice(&tag[..len]);
+    }
+
+    /// Step 3 of receiving: re-check replay and lifetime, verify the tag (HMAC suites: against
+    /// `hmac`, computed over [`Self::auth_span`] before this call; GCM: here), decrypt, commit.
+    /// On any error the packet is left as received and no state changes.
+    pub(crate) fn open(
         &mut self,
         job: &Job,
         buf: &mut [u8],
         keystream: &[Block],
+        hmac: Option<&[u8; 20]>,
     ) -> Result<usize, Error> {
+        // An earlier packet of the same batch may have moved the window or used up the key.
         self.recheck(job)?;
-        let session = &self.keys[job.key].rtcp;
-        let tag_len = self.suite.rtcp_tag_len();
         let end = job.enc_end;
-        match &session.auth {
-            Authenticator::HmacSha1(mac) => {
-                let authenticated = end + SRTCP_TRAILER_LEN;
-                let expected = hmac_sha1(mac, &buf[..authenticated], &[]);
-                let at = authenticated + self.mki_len;
-                if !bool::from(expected[..tag_len].ct_eq(&buf[at..at + tag_len])) {
-                    return Err(Error::AuthenticationFailed);
-                }
-                if job.encrypted {
-                    xor_keystream(&mut buf[job.enc_start..end], keystream);
-                }
+        let authentic = match (&self.session_keys(job).auth, hmac) {
+            (Authenticator::HmacSha1(_), Some(expected)) => {
+                let (at, len) = self.tag_at(job);
+                bool::from(expected[..len].ct_eq(&buf[at..at + len]))
             }
-            Authenticator::Ghash(ghash) => {
-                let word_at = end + GCM_TAG_LEN;
-                let mut word = [0u8; 4];
-                word.copy_from_slice(&buf[word_at..word_at + 4]);
-                let expected = if job.encrypted {
+            (Authenticator::HmacSha1(_), None) => false,
+            (Authenticator::Ghash(ghash), _) => {
+                let expected = if job.op.is_rtcp() {
+                    let word_at = end + GCM_TAG_LEN;
+                    let mut word = [0u8; 4];
+                    word.copy_from_slice(&buf[word_at..word_at + 4]);
+                    if job.encrypted {
+                        gcm_tag(
+                            ghash,
+                            &keystream[0],
+                            &buf[..job.enc_start],
+                            &word,
+                            &buf[job.enc_start..end],
+                        )
+                    } else {
+                        // Unencrypted SRTCP with GCM: everything is AAD (RFC 7714 §9.3).
+                        gcm_tag(ghash, &keystream[0], &buf[..end], &word, &[])
+                    }
+                } else {
                     gcm_tag(
                         ghash,
                         &keystream[0],
                         &buf[..job.enc_start],
-                        &word,
+                        &[],
                         &buf[job.enc_start..end],
                     )
-                } else {
-                    // Unencrypted SRTCP with GCM: everything is AAD (RFC 7714 §9.3).
-                    gcm_tag(ghash, &keystream[0], &buf[..end], &word, &[])
                 };
-                if !bool::from(expected.ct_eq(&buf[end..end + GCM_TAG_LEN])) {
-                    return Err(Error::AuthenticationFailed);
-                }
-                if job.encrypted {
-                    xor_keystream(&mut buf[job.enc_start..end], &keystream[1..]);
-                }
+                bool::from(expected.ct_eq(&buf[end..end + GCM_TAG_LEN]))
             }
+        };
+        if !authentic {
+            return Err(Error::AuthenticationFailed);
         }
-        self.commit_rtcp(job)?;
+        if job.encrypted {
+            let data_keystream = if self.suite.is_aead() {
+                &keystream[1..]
+            } else {
+                keystream
+            };
+            xor_keystream(&mut buf[job.enc_start..end], data_keystream);
+        }
+        if job.op.is_rtcp() {
+            self.commit_rtcp(job)?;
+        } else {
+            self.commit_rtp(job)?;
+        }
         Ok(job.len_out)
     }
 
@@ -1048,15 +1051,6 @@ fn xor_keystream(data: &mut [u8], keystream: &[Block]) {
             }
         }
     }
-}
-
-/// HMAC-SHA1 over `data || suffix`, from the precomputed keyed state.
-#[inline]
-fn hmac_sha1(mac: &Hmac<Sha1>, data: &[u8], suffix: &[u8]) -> [u8; 20] {
-    let mut mac = mac.clone();
-    mac.update(data);
-    mac.update(suffix);
-    mac.finalize().into_bytes().into()
 }
 
 /// GCM tag: `GHASH(A = aad || aad_tail, C) XOR E(K, J0)` (NIST SP 800-38D §7.1). `aad_tail` is

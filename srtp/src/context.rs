@@ -20,12 +20,12 @@
 
 use core::fmt;
 
-use ghash::{universal_hash::UniversalHash, GHash};
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroize as _;
 
 use crate::{
     cipher::{AesKey, Block},
+    ghash::GhashKey,
     hmac_sha1::HmacSha1Key,
     kdf::{derive, Label},
     packet::{parse_rtcp, parse_rtp, RTCP_HEADER_LEN},
@@ -60,7 +60,7 @@ enum Authenticator {
     /// here.
     HmacSha1(HmacSha1Key),
     /// GHASH keyed with H = AES(K, 0^128).
-    Ghash(GHash),
+    Ghash(Box<GhashKey>),
 }
 
 /// Session keys for SRTP or SRTCP.
@@ -102,7 +102,7 @@ impl SessionKeys {
         let auth = if suite.is_aead() {
             let mut h = Block::default();
             cipher.encrypt_block(&mut h);
-            let ghash = GHash::new(&h);
+            let ghash = Box::new(GhashKey::new(&h));
             h.zeroize();
             Authenticator::Ghash(ghash)
         } else {
@@ -1040,38 +1040,49 @@ pub(crate) fn write_counter_blocks(base: &[u8; 16], aead: bool, out: &mut [Block
 /// XORs `data` with the keystream, 16 bytes at a time.
 #[inline]
 fn xor_keystream(data: &mut [u8], keystream: &[Block]) {
-    for (chunk, ks) in data.chunks_mut(16).zip(keystream) {
-        if chunk.len() == 16 {
-            let d = u128::from_ne_bytes(chunk.try_into().expect("16 bytes"));
-            let k = u128::from_ne_bytes(ks.as_slice().try_into().expect("16 bytes"));
-            chunk.copy_from_slice(&(d ^ k).to_ne_bytes());
-        } else {
-            for (d, k) in chunk.iter_mut().zip(ks.iter()) {
-                *d ^= k;
-            }
+    let (whole, tail) = data.as_chunks_mut::<16>();
+    for (chunk, ks) in whole.iter_mut().zip(keystream) {
+        let ks: [u8; 16] = (*ks).into();
+        *chunk = (u128::from_ne_bytes(*chunk) ^ u128::from_ne_bytes(ks)).to_ne_bytes();
+    }
+    if let Some(ks) = keystream.get(whole.len()) {
+        for (d, k) in tail.iter_mut().zip(ks.iter()) {
+            *d ^= k;
         }
     }
 }
 
 /// GCM tag: `GHASH(A = aad || aad_tail, C) XOR E(K, J0)` (NIST SP 800-38D §7.1). `aad_tail` is
-/// the SRTCP E+index word (at most 4 bytes), which follows the header in the AAD.
-fn gcm_tag(ghash: &GHash, mask: &Block, aad: &[u8], aad_tail: &[u8], ct: &[u8]) -> [u8; 16] {
-    let mut ghash = ghash.clone();
+/// the SRTCP E+index word (at most 4 bytes), which follows the header in the AAD. The GHASH
+/// input is handed over as whole-block segments, straight from the packet where possible.
+fn gcm_tag(ghash: &GhashKey, mask: &Block, aad: &[u8], aad_tail: &[u8], ct: &[u8]) -> [u8; 16] {
+    // AAD: `aad || aad_tail`, zero-padded as one string.
+    let aad_whole = aad.len() - aad.len() % 16;
+    let mut aad_rest = [0u8; 32];
+    let rest = aad.len() - aad_whole;
+    aad_rest[..rest].copy_from_slice(&aad[aad_whole..]);
+    aad_rest[rest..rest + aad_tail.len()].copy_from_slice(aad_tail);
+    let aad_rest = &aad_rest[..(rest + aad_tail.len()).div_ceil(16) * 16];
+    // Ciphertext, zero-padded.
+    let ct_whole = ct.len() - ct.len() % 16;
+    let mut ct_rest = [0u8; 16];
+    ct_rest[..ct.len() - ct_whole].copy_from_slice(&ct[ct_whole..]);
+    let ct_rest = if ct_whole < ct.len() {
+        &ct_rest[..]
+    } else {
+        &ct_rest[..0]
+    };
     let aad_len = aad.len() + aad_tail.len();
-    // Whole blocks of `aad` go in directly; its remainder and the tail are padded as one.
-    let whole = aad.len() - aad.len() % 16;
-    ghash.update_padded(&aad[..whole]);
-    let mut tail = [0u8; 32];
-    let rest = aad.len() - whole;
-    tail[..rest].copy_from_slice(&aad[whole..]);
-    tail[rest..rest + aad_tail.len()].copy_from_slice(aad_tail);
-    ghash.update_padded(&tail[..rest + aad_tail.len()]);
-    ghash.update_padded(ct);
-    let mut lengths = Block::default();
+    let mut lengths = [0u8; 16];
     lengths[..8].copy_from_slice(&(aad_len as u64 * 8).to_be_bytes());
     lengths[8..].copy_from_slice(&(ct.len() as u64 * 8).to_be_bytes());
-    ghash.update(&[lengths]);
-    let s = ghash.finalize();
+    let s = ghash.hash(&[
+        &aad[..aad_whole],
+        aad_rest,
+        &ct[..ct_whole],
+        ct_rest,
+        &lengths,
+    ]);
     let mut tag = [0u8; 16];
     for ((t, s), m) in tag.iter_mut().zip(s.iter()).zip(mask.iter()) {
         *t = s ^ m;

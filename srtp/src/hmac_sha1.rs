@@ -141,60 +141,48 @@ impl Tail {
     }
 }
 
-/// Tags `N` messages in lockstep; lanes with fewer blocks idle on a scratch state.
+/// Tags `N` messages in lockstep; a lane whose message has fewer blocks keeps its state
+/// while the others finish.
 fn tag_lanes<const N: usize>(requests: &[Request<'_>], out: &mut [[u8; 20]]) {
     debug_assert_eq!(requests.len(), N);
     let tails: [Tail; N] =
         core::array::from_fn(|i| Tail::new(requests[i].data, requests[i].suffix));
     let mut states: [[u32; 5]; N] = core::array::from_fn(|i| requests[i].key.inner);
-    let mut scratch_state = [[0u32; 5]; N];
     let zero_block = [0u8; BLOCK];
     let rounds = tails.iter().map(|t| t.blocks).max().unwrap_or(0);
+    let all_active = tails.iter().map(|t| t.blocks).min().unwrap_or(0);
     for k in 0..rounds {
-        let mut active = [false; N];
         let blocks: [&[u8; BLOCK]; N] = core::array::from_fn(|i| {
             if k < tails[i].blocks {
-                active[i] = true;
                 tails[i].block(requests[i].data, k)
             } else {
                 &zero_block
             }
         });
-        // Idle lanes compress into scratch so the active ones keep their interleaving.
-        let mut lane_states: [&mut [u32; 5]; N] = {
-            let mut scratch_iter = scratch_state.iter_mut();
-            let mut state_iter = states.iter_mut();
-            core::array::from_fn(|i| {
-                let own = state_iter.next().expect("N states");
-                let spare = scratch_iter.next().expect("N scratch");
-                if active[i] {
-                    own
-                } else {
-                    spare
+        if k < all_active {
+            compress_lanes(&mut states, &blocks);
+        } else {
+            let saved = states;
+            compress_lanes(&mut states, &blocks);
+            for i in 0..N {
+                if k >= tails[i].blocks {
+                    states[i] = saved[i];
                 }
-            })
-        };
-        compress_lanes(&mut lane_states, &blocks);
+            }
+        }
     }
     // Outer hash: one block holding the inner digest.
-    let outer_blocks: [[u8; BLOCK]; N] = core::array::from_fn(|i| {
-        let mut block = [0u8; BLOCK];
-        for (chunk, word) in block[..20].chunks_exact_mut(4).zip(states[i]) {
+    let mut outer_blocks = [[0u8; BLOCK]; N];
+    for (block, state) in outer_blocks.iter_mut().zip(&states) {
+        for (chunk, word) in block[..20].chunks_exact_mut(4).zip(state) {
             chunk.copy_from_slice(&word.to_be_bytes());
         }
         block[20] = 0x80;
         block[BLOCK - 8..].copy_from_slice(&(((BLOCK + 20) * 8) as u64).to_be_bytes());
-        block
-    });
-    let mut outer: [[u32; 5]; N] = core::array::from_fn(|i| requests[i].key.outer);
-    {
-        let mut refs: [&mut [u32; 5]; N] = {
-            let mut it = outer.iter_mut();
-            core::array::from_fn(|_| it.next().expect("N states"))
-        };
-        let blocks: [&[u8; BLOCK]; N] = core::array::from_fn(|i| &outer_blocks[i]);
-        compress_lanes(&mut refs, &blocks);
     }
+    let mut outer: [[u32; 5]; N] = core::array::from_fn(|i| requests[i].key.outer);
+    let blocks: [&[u8; BLOCK]; N] = core::array::from_fn(|i| &outer_blocks[i]);
+    compress_lanes(&mut outer, &blocks);
     for (o, state) in out.iter_mut().zip(outer) {
         for (chunk, word) in o.chunks_exact_mut(4).zip(state) {
             chunk.copy_from_slice(&word.to_be_bytes());
@@ -204,7 +192,7 @@ fn tag_lanes<const N: usize>(requests: &[Request<'_>], out: &mut [[u8; 20]]) {
 
 /// One SHA-1 block per lane.
 #[inline]
-fn compress_lanes<const N: usize>(states: &mut [&mut [u32; 5]; N], blocks: &[&[u8; BLOCK]; N]) {
+fn compress_lanes<const N: usize>(states: &mut [[u32; 5]; N], blocks: &[&[u8; BLOCK]; N]) {
     #[cfg(target_arch = "x86_64")]
     {
         if shani::available() {
@@ -262,7 +250,7 @@ mod shani {
     /// The CPU must support SHA, SSSE3 and SSE4.1.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub(super) unsafe fn compress_lanes<const N: usize>(
-        states: &mut [&mut [u32; 5]; N],
+        states: &mut [[u32; 5]; N],
         blocks: &[&[u8; 64]; N],
     ) {
         let byte_swap = _mm_set_epi64x(0x0001_0203_0405_0607, 0x0809_0A0B_0C0D_0E0F);
@@ -271,7 +259,7 @@ mod shani {
         // Message words: a ring of five 4-word vectors per lane.
         let mut w = [[_mm_set_epi32(0, 0, 0, 0); 5]; N];
         for l in 0..N {
-            let s = &*states[l];
+            let s = &states[l];
             // SAFETY: `s` is 5 u32s; the unaligned 16-byte load reads the first four.
             let loaded = unsafe { _mm_loadu_si128(s.as_ptr().cast()) };
             abcd[l] = _mm_shuffle_epi32::<0b0001_1011>(loaded);
@@ -335,7 +323,7 @@ mod shani {
             // After group 19 (odd), h0 holds the final ABCD and h1 the last E source.
             let new_abcd = _mm_add_epi32(abcd[l], h0[l]);
             let new_e = _mm_sha1nexte_epu32(h1[l], e0[l]);
-            let s = &mut *states[l];
+            let s = &mut states[l];
             // SAFETY: the unaligned 16-byte store writes the first four of the 5 u32s.
             unsafe {
                 _mm_storeu_si128(
@@ -349,6 +337,7 @@ mod shani {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test data")]
 mod tests {
     use hmac::{digest::KeyInit, Hmac, Mac as _};
     use sha1::Sha1;

@@ -14,6 +14,7 @@ mod batch;
 mod cipher;
 mod context;
 mod error;
+mod ghash;
 mod hmac_sha1;
 mod kdf;
 mod packet;

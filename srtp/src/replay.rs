@@ -1,29 +1,35 @@
 //! Replay protection (RFC 3711 §3.3.2): a sliding window of recently accepted packet indices.
 //!
 //! A ring bitmap: bit `index mod size` records whether `index` was accepted, for indices in
-//! `(highest - size, highest]`. Moving the window forward clears the bits it passes over.
+//! `(highest - size, highest]`. Moving the window forward clears the bits it passes over. The
+//! size is rounded up to a power of two so that the ring position is a mask, not a division
+//! (this runs once or twice per packet).
 
 use crate::Error;
 
-/// A replay window of `size` packets (a multiple of 64, 64..=32768).
+/// A replay window of at least `size` packets (a power of two, 64..=32768).
 #[derive(Clone, Debug)]
 pub(crate) struct ReplayWindow {
     bits: Vec<u64>,
+    /// `size - 1`, for the ring position.
+    mask: u64,
     /// Highest accepted index; `None` before the first packet.
     highest: Option<u64>,
 }
 
 impl ReplayWindow {
-    /// A window of at least `size` packets (rounded up to a multiple of 64).
+    /// A window of at least `size` packets (rounded up to a power of two, at least 64).
     pub(crate) fn new(size: usize) -> Self {
+        let size = size.max(64).next_power_of_two();
         Self {
-            bits: vec![0; size.div_ceil(64)],
+            bits: vec![0; size / 64],
+            mask: size as u64 - 1,
             highest: None,
         }
     }
 
     fn size(&self) -> u64 {
-        self.bits.len() as u64 * 64
+        self.mask + 1
     }
 
     /// The highest accepted index.
@@ -72,8 +78,10 @@ impl ReplayWindow {
     }
 
     fn slot(&self, index: u64) -> (usize, u64) {
-        let position = index % self.size();
-        ((position / 64) as usize, 1 << (position % 64))
+        let position = index & self.mask;
+        #[allow(clippy::cast_possible_truncation, reason = "position <= mask < 2^15")]
+        let word = (position >> 6) as usize;
+        (word, 1 << (position & 63))
     }
 
     fn bit(&self, index: u64) -> bool {

@@ -5,9 +5,11 @@
 //! - `up` runs setup, builds, and runs the stack in the foreground on loopback defaults.
 //! - `test` runs setup, the format and lint checks, and every test including the root-only
 //!   BPF and network-namespace ones.
+//! - `bench` runs the benchmark commands.
 //!
 //! Errors are one line (`xtask: ...`), never a backtrace.
 
+mod bench;
 mod setup;
 mod test;
 mod up;
@@ -31,6 +33,8 @@ enum Command {
     Up(up::UpArgs),
     /// Setup, formatting and lint checks, then every test in the workspace.
     Test(test::TestArgs),
+    /// Benchmarks (commands, not tests); results go to docs/PERFORMANCE.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Up(args) => up::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,12 @@
 //! `cargo bench -p srtp`; the side-by-side comparison with libsrtp is the
 //! `srtp_vs_libsrtp` example (`cargo xtask bench srtp`).
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    reason = "benchmark arithmetic: packet counters and nanosecond ratios"
+)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

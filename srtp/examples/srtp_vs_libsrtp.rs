@@ -9,6 +9,12 @@
 //! Run it with `cargo xtask bench srtp` (or `cargo run --release -p srtp --example
 //! srtp_vs_libsrtp -- --cpu 1`).
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    reason = "benchmark arithmetic: packet counters and nanosecond ratios"
+)]
+
 use std::time::Instant;
 
 use libsrtp_oracle::{Direction, LibSrtp, OracleConfig, Profile};

@@ -55,6 +55,25 @@ pub struct Batch {
     /// Packets with an HMAC tag to compute, and the tags.
     hmac_jobs: Vec<usize>,
     tags: Vec<[u8; 20]>,
+    /// Per (context, SSRC) of a receive batch: the ROC and SEQ its prepared packets reach.
+    provisional: Vec<Provisional>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Provisional {
+    context: usize,
+    ssrc: u32,
+    roc: u32,
+    s_l: u16,
+    highest: u64,
+}
+
+/// The SSRC of an RTP packet, when it is long enough to have one.
+fn rtp_ssrc(buf: &[u8], len: usize) -> Option<u32> {
+    let header = buf.get(8..12).filter(|_| len >= 12)?;
+    Some(u32::from_be_bytes([
+        header[0], header[1], header[2], header[3],
+    ]))
 }
 
 impl Batch {
@@ -73,6 +92,31 @@ impl Batch {
             keystream: vec![Block::default(); packets * (max_len.div_ceil(16) + 1)],
             hmac_jobs: Vec::with_capacity(packets),
             tags: Vec::with_capacity(packets),
+            provisional: Vec::with_capacity(packets),
+        }
+    }
+
+    /// Records the state a prepared receive job will leave if it verifies.
+    fn advance_provisional(&mut self, context: usize, job: &Job) {
+        let (roc, s_l) = job.roc_and_seq();
+        match self
+            .provisional
+            .iter_mut()
+            .find(|p| p.context == context && p.ssrc == job.ssrc)
+        {
+            Some(p) if job.index > p.highest => {
+                p.roc = roc;
+                p.s_l = s_l;
+                p.highest = job.index;
+            }
+            Some(_) => {}
+            None => self.provisional.push(Provisional {
+                context,
+                ssrc: job.ssrc,
+                roc,
+                s_l,
+                highest: job.index,
+            }),
         }
     }
 
@@ -100,12 +144,28 @@ impl Batch {
         let count = contexts.len();
         // Step 1, in packet order.
         self.jobs.clear();
+        self.provisional.clear();
         for packet in packets.iter_mut() {
             let context = contexts.get_mut(packet.context).unwrap_or_else(|| {
                 panic!("batch packet names context {} of {count}", packet.context)
             });
-            match context.prepare(op, packet.buf, packet.len) {
-                Ok(job) => self.jobs.push(Some(job)),
+            // Received SRTP: estimate from the state earlier packets of this batch will leave.
+            let hint = (op == Op::UnprotectRtp)
+                .then(|| rtp_ssrc(packet.buf, packet.len))
+                .flatten()
+                .and_then(|ssrc| {
+                    self.provisional
+                        .iter()
+                        .find(|p| p.context == packet.context && p.ssrc == ssrc)
+                        .map(|p| (p.roc, p.s_l))
+                });
+            match context.prepare(op, packet.buf, packet.len, hint) {
+                Ok(job) => {
+                    if op == Op::UnprotectRtp {
+                        self.advance_provisional(packet.context, &job);
+                    }
+                    self.jobs.push(Some(job));
+                }
                 Err(e) => {
                     packet.result = Err(e);
                     self.jobs.push(None);
@@ -142,7 +202,7 @@ impl Batch {
                     }
                     Ok(job.len_out)
                 }
-                Op::UnprotectRtp | Op::UnprotectRtcp => {
+                Op::UnprotectRtp | Op::UnprotectRtcp if context.index_is_current(job) => {
                     let at = self.offsets[i];
                     context.open(
                         job,
@@ -150,6 +210,11 @@ impl Batch {
                         &self.keystream[at..at + job.blocks],
                         has_hmac.then_some(&self.tags[i]),
                     )
+                }
+                // An earlier packet this one's index estimate relied on was refused: redo it
+                // alone against the committed state.
+                Op::UnprotectRtp | Op::UnprotectRtcp => {
+                    context.transform_one(op, packet.buf, packet.len)
                 }
             };
         }

@@ -187,8 +187,8 @@ pub(crate) struct Job {
     /// Packet length after the transform.
     pub(crate) len_out: usize,
     /// RTP: packet index (ROC * 2^16 + SEQ); RTCP: SRTCP index.
-    index: u64,
-    ssrc: u32,
+    pub(crate) index: u64,
+    pub(crate) ssrc: u32,
     /// Position of the stream in the table; `None` for a stream not yet tracked.
     stream: Option<usize>,
     /// SRTCP: whether the payload is (to be) encrypted.
@@ -196,6 +196,11 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// The ROC and SEQ of an SRTP job's index.
+    pub(crate) fn roc_and_seq(&self) -> (u32, u16) {
+        (roc_of(self.index), seq_of(self.index))
+    }
+
     /// What HMAC-SHA1 covers (RFC 3711 §4.2): SRTP: header and encrypted payload, then the ROC
     /// (4 bytes, returned as the suffix); SRTCP: header, encrypted part and the E+index word.
     /// The MKI is never authenticated. Returns the end of the covered bytes and the suffix.
@@ -338,8 +343,30 @@ impl Context {
         self.transform_one(Op::UnprotectRtcp, buf, len)
     }
 
-    fn transform_one(&mut self, op: Op, buf: &mut [u8], len: usize) -> Result<usize, Error> {
-        let job = self.prepare(op, buf, len)?;
+    /// Whether a received SRTP job's index is what the committed state estimates now (always,
+    /// outside batches; in a batch, unless an earlier packet it relied on was refused).
+    pub(crate) fn index_is_current(&self, job: &Job) -> bool {
+        if job.op != Op::UnprotectRtp {
+            return true;
+        }
+        let seq = seq_of(job.index);
+        let expected = match self
+            .stream_slot(job.ssrc)
+            .and_then(|i| self.streams[i].rtp.as_ref())
+        {
+            Some(state) => estimate_index(state.roc, state.s_l, seq),
+            None => Ok(u64::from(seq)),
+        };
+        expected == Ok(job.index)
+    }
+
+    pub(crate) fn transform_one(
+        &mut self,
+        op: Op,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, Error> {
+        let job = self.prepare(op, buf, len, None)?;
         let mut keystream = [Block::default(); MAX_KEYSTREAM_BLOCKS];
         let keystream = &mut keystream[..job.blocks];
         self.fill_keystream(&job, keystream);
@@ -392,8 +419,19 @@ impl Context {
 
     /// Step 1: parse and check. Sending reserves the packet's index right away (so packets of
     /// one batch get distinct indices); receiving changes nothing until the tag is verified.
-    pub(crate) fn prepare(&mut self, op: Op, buf: &[u8], len: usize) -> Result<Job, Error> {
-        let job = self.check(op, buf, len)?;
+    ///
+    /// `hint` is the (ROC, highest SEQ) to estimate a received SRTP index from instead of the
+    /// committed state: a batch passes the state its earlier packets of the same stream will
+    /// leave once verified, so a batch may cross a sequence wrap. [`Self::index_is_current`]
+    /// tells, before finishing, whether the guess still holds.
+    pub(crate) fn prepare(
+        &mut self,
+        op: Op,
+        buf: &[u8],
+        len: usize,
+        hint: Option<(u32, u16)>,
+    ) -> Result<Job, Error> {
+        let job = self.check(op, buf, len, hint)?;
         match op {
             Op::ProtectRtp => self.commit_rtp(&job)?,
             Op::ProtectRtcp => self.commit_rtcp(&job)?,
@@ -402,7 +440,13 @@ impl Context {
         Ok(job)
     }
 
-    fn check(&self, op: Op, buf: &[u8], len: usize) -> Result<Job, Error> {
+    fn check(
+        &self,
+        op: Op,
+        buf: &[u8],
+        len: usize,
+        hint: Option<(u32, u16)>,
+    ) -> Result<Job, Error> {
         if len > buf.len() {
             return Err(Error::BufferTooSmall {
                 needed: len,
@@ -417,7 +461,7 @@ impl Context {
         }
         match op {
             Op::ProtectRtp => self.prepare_protect_rtp(buf, len),
-            Op::UnprotectRtp => self.prepare_unprotect_rtp(buf, len),
+            Op::UnprotectRtp => self.prepare_unprotect_rtp(buf, len, hint),
             Op::ProtectRtcp => self.prepare_protect_rtcp(buf, len),
             Op::UnprotectRtcp => self.prepare_unprotect_rtcp(buf, len),
         }
@@ -474,7 +518,12 @@ impl Context {
         ))
     }
 
-    fn prepare_unprotect_rtp(&self, buf: &[u8], len: usize) -> Result<Job, Error> {
+    fn prepare_unprotect_rtp(
+        &self,
+        buf: &[u8],
+        len: usize,
+        hint: Option<(u32, u16)>,
+    ) -> Result<Job, Error> {
         let tag_len = self.suite.rtp_tag_len();
         let trailer = tag_len + self.mki_len;
         if len < trailer + crate::packet::RTP_HEADER_LEN {
@@ -484,7 +533,14 @@ impl Context {
             });
         }
         let payload_end = len - trailer;
-        let header = parse_rtp(&buf[..payload_end])?;
+        // Report lengths of the whole packet, trailer included.
+        let header = parse_rtp(&buf[..payload_end]).map_err(|e| match e {
+            Error::Truncated { needed, .. } => Error::Truncated {
+                len,
+                needed: needed + trailer,
+            },
+            other => other,
+        })?;
         let mki = if self.suite.is_aead() {
             &buf[len - self.mki_len..len]
         } else {
@@ -498,14 +554,15 @@ impl Context {
             });
         }
         let stream = self.stream_slot(header.ssrc);
-        let index = match stream.and_then(|i| self.streams[i].rtp.as_ref()) {
-            Some(state) => {
-                let index = estimate_index(state.roc, state.s_l, header.seq)?;
-                state.window.check(index)?;
-                index
-            }
-            None => u64::from(header.seq),
+        let state = stream.and_then(|i| self.streams[i].rtp.as_ref());
+        let index = match (hint, state) {
+            (Some((roc, s_l)), _) => estimate_index(roc, s_l, header.seq)?,
+            (None, Some(state)) => estimate_index(state.roc, state.s_l, header.seq)?,
+            (None, None) => u64::from(header.seq),
         };
+        if let Some(state) = state {
+            state.window.check(index)?;
+        }
         Ok(self.rtp_job(
             Op::UnprotectRtp,
             key,

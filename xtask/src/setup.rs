@@ -43,6 +43,7 @@ pub fn run() -> Result<()> {
     nightly_components()?;
     bpf_linker()?;
     cargo_nextest()?;
+    cargo_fuzz()?;
     python_venv()?;
     bpffs()?;
     println!("setup: done");
@@ -274,6 +275,31 @@ fn cargo_nextest() -> Result<()> {
         );
     }
     ok("nextest", "installed");
+    Ok(())
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        ok("cargo-fuzz", "present");
+        return Ok(());
+    }
+    println!("setup: cargo-fuzz   installing cargo-fuzz");
+    let install = output(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    if !install.status.success() {
+        let text = String::from_utf8_lossy(&install.stderr);
+        if looks_unreachable(&text) {
+            bail!(
+                "cannot reach crates.io to install cargo-fuzz: {}",
+                first_error_line(&text)
+            );
+        }
+        bail!("installing cargo-fuzz failed: {}", first_error_line(&text));
+    }
+    ok("cargo-fuzz", "installed");
     Ok(())
 }
 

@@ -9,6 +9,9 @@ use clap::Args;
 
 use crate::{run_step, setup};
 
+/// (crate directory, target) of every cargo-fuzz target.
+const FUZZ_TARGETS: &[(&str, &str)] = &[("srtp", "unprotect")];
+
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy (for quick local iterations; CI runs them).
@@ -45,6 +48,25 @@ pub fn run(args: &TestArgs) -> Result<()> {
         "cargo build --bins",
         Command::new("cargo").args(["build", "--workspace", "--bins", "--locked"]),
     )?;
+    // Every fuzz target runs briefly (at most 50 000 inputs or 60 s), so a target that no
+    // longer builds, or crashes on what it finds quickly, fails the run. Longer campaigns:
+    // `cargo +nightly fuzz run --fuzz-dir <crate>/fuzz <target>`.
+    for (dir, target) in FUZZ_TARGETS {
+        run_step(
+            &format!("fuzz smoke: {dir}/fuzz {target}"),
+            Command::new("cargo").args([
+                "+nightly",
+                "fuzz",
+                "run",
+                "--fuzz-dir",
+                &format!("{dir}/fuzz"),
+                target,
+                "--",
+                "-runs=50000",
+                "-max_total_time=60",
+            ]),
+        )?;
+    }
     run_step(
         "doc tests",
         Command::new("cargo").args(["test", "--workspace", "--doc", "--locked", "--quiet"]),

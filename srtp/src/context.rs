@@ -118,6 +118,21 @@ impl SessionKeys {
     pub(crate) fn cipher(&self) -> &AesKey {
         &self.cipher
     }
+
+    /// GCM session keys given directly (RFC 7714's test vectors skip the KDF).
+    #[cfg(test)]
+    fn gcm_from_session(key: &[u8], salt: &[u8]) -> Self {
+        let cipher = AesKey::new(key);
+        let mut h = Block::default();
+        cipher.encrypt_block(&mut h);
+        let mut session_salt = [0u8; 14];
+        session_salt[..12].copy_from_slice(salt);
+        Self {
+            cipher,
+            salt: session_salt,
+            auth: Authenticator::Ghash(Box::new(GhashKey::new(&h))),
+        }
+    }
 }
 
 /// Everything derived from one master key.
@@ -1149,7 +1164,46 @@ fn gcm_tag(ghash: &GhashKey, mask: &Block, aad: &[u8], aad_tail: &[u8], ct: &[u8
 
 #[cfg(test)]
 mod tests {
-    use super::estimate_index;
+    use super::{estimate_index, Context, SessionKeys};
+    use crate::{MasterKey, Policy, Suite};
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 7714 §16.1.1: AEAD_AES_128_GCM with the session key and salt given directly.
+    #[test]
+    fn rfc7714_aead_aes_128_gcm_rtp_vector() {
+        let suite = Suite::AeadAes128Gcm;
+        let master = MasterKey::from_material(suite, &[0; 28]).unwrap();
+        let mut tx = Context::new(&Policy::new(master)).unwrap();
+        let mut rx = tx.clone();
+        let session = SessionKeys::gcm_from_session(
+            &unhex("000102030405060708090a0b0c0d0e0f"),
+            &unhex("517569642070726f2071756f"),
+        );
+        tx.keys[0].rtp = session.clone();
+        rx.keys[0].rtp = session;
+        let plain = unhex(
+            "8040f17b 8041f8d3 5501a0b2 47616c6c 69612065 7374206f 6d6e6973 20646976
+             69736120 696e2070 61727465 73207472 6573",
+        );
+        let protected = unhex(
+            "8040f17b 8041f8d3 5501a0b2 f24de3a3 fb34de6c acba861c 9d7e4bca be633bd5
+             0d294e6f 42a5f47a 51c7d19b 36de3adf 8833899d 7f27beb1 6a9152cf 765ee439 0cce",
+        );
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 16, 0);
+        let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        assert_eq!(&buf[..n], &protected[..]);
+        let mut buf = protected.clone();
+        let n = rx.unprotect_rtp(&mut buf, protected.len()).unwrap();
+        assert_eq!(&buf[..n], &plain[..]);
+    }
 
     #[test]
     fn index_estimation_follows_rfc3711_appendix_a() {

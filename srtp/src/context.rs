@@ -1175,7 +1175,7 @@ mod tests {
             .collect()
     }
 
-    /// RFC 7714 §16.1.1: AEAD_AES_128_GCM with the session key and salt given directly.
+    /// RFC 7714 §16.1.1: `AEAD_AES_128_GCM` with the session key and salt given directly.
     #[test]
     fn rfc7714_aead_aes_128_gcm_rtp_vector() {
         let suite = Suite::AeadAes128Gcm;

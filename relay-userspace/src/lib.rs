@@ -7,4 +7,9 @@
 //! parsing and flow decisions are in the XDP program and in IO-free cores.
 
 pub mod api;
+pub mod config;
+pub mod datapath;
+pub mod model;
+pub mod ports;
+pub mod relay;
 pub mod xdp;

@@ -29,6 +29,8 @@ const NO_FLOW_PORT: u16 = 30_001;
 const DROP_FLOW_PORT: u16 = 30_002;
 const TCP_PORT: u16 = 30_010;
 const DATAGRAMS: usize = 20;
+/// relayd's API token in these tests.
+const TOKEN: &str = "netns-test-token-0123456789";
 
 struct Bed {
     caller: Netns,
@@ -235,6 +237,7 @@ fn relayd_attaches_on_start_and_detaches_on_sigterm() {
             "--http-listen",
             "127.0.0.1:18740",
         ])
+        .env("RELAYD_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -309,6 +312,7 @@ fn relayd_names_an_unknown_interface_and_exits_non_zero() {
     let out = relay
         .command(workspace_bin("relayd").to_str().unwrap())
         .args(["--xdp-interface", "nosuch0", "--http-listen", "127.0.0.1:0"])
+        .env("RELAYD_TOKEN", TOKEN)
         .output()
         .expect("spawn relayd");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -327,7 +331,8 @@ fn http_get(addr: &str, path: &str) -> String {
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: relayd\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: relayd\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();

@@ -1,7 +1,8 @@
 //! `cargo xtask up`: setup, build, and run the stack in the foreground on loopback defaults.
 //!
-//! For now the stack is relayd (health and metrics on 127.0.0.1:8740; the socket datapath is
-//! the loopback default, so no XDP interface is attached). Ctrl-C (or SIGTERM to xtask) stops
+//! For now the stack is relayd (control API, health and metrics on 127.0.0.1:8740, media
+//! ports 30000-39999 on 127.0.0.1, the socket datapath; the API token is kept in
+//! `relayd.token` at the workspace root). Ctrl-C (or SIGTERM to xtask) stops
 //! every process cleanly and waits for it.
 
 use std::{

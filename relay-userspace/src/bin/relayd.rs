@@ -1,37 +1,54 @@
 //! relayd: the media relay daemon.
 //!
-//! Serves `/v1/health` and `/metrics`, and with `--xdp-interface` loads the XDP program and
-//! attaches it (native mode unless `--xdp-mode generic`). SIGINT/SIGTERM detach and exit cleanly.
+//! Reads an optional TOML file (`--config`, example in `deploy/relayd.toml`), lets flags
+//! override it, starts the socket datapath and the control API, and with XDP interfaces
+//! configured loads and attaches the XDP program. SIGINT/SIGTERM stop it cleanly (XDP detached).
 
 use std::{
-    net::SocketAddr,
+    path::PathBuf,
     process::ExitCode,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use anyhow::Context as _;
 use clap::Parser;
 use relay_userspace::{
     api::{self, ApiState},
+    config::{Config, DatapathKind},
+    datapath::{sys, DatapathOptions, SocketDatapath},
+    relay::Relay,
     xdp::{AttachMode, RelayXdp},
 };
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-/// Command line of relayd.
+/// Command line of relayd; flags override the file.
 #[derive(Debug, Parser)]
 #[command(name = "relayd", version, about = "Secure media relay daemon")]
 struct Cli {
-    /// Address of the HTTP service (health, metrics).
-    #[arg(long, env = "RELAYD_HTTP_LISTEN", default_value = "127.0.0.1:8740")]
-    http_listen: SocketAddr,
+    /// TOML configuration file (every key optional; defaults serve loopback).
+    #[arg(long, env = "RELAYD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the control API.
+    #[arg(long, env = "RELAYD_HTTP_LISTEN")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Bearer token file (created with a fresh token when missing).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Datapath worker threads (0: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Pin datapath workers to these CPUs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
     /// Attach the XDP program to this interface (repeat, or separate with commas).
     #[arg(long = "xdp-interface", value_delimiter = ',')]
     xdp_interfaces: Vec<String>,
     /// XDP attach mode: native (driver) or generic (skb, slow; only for devices without native
     /// XDP).
-    #[arg(long, default_value = "native")]
-    xdp_mode: AttachMode,
+    #[arg(long)]
+    xdp_mode: Option<AttachMode>,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +62,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -63,33 +81,157 @@ fn main() -> ExitCode {
     }
 }
 
+fn configuration(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.http_listen {
+        config.http.listen = listen;
+    }
+    if let Some(path) = &cli.token_file {
+        config.http.token_file.clone_from(path);
+    }
+    if let Some(workers) = cli.workers {
+        config.datapath.workers = workers;
+    }
+    if let Some(cpus) = &cli.cpus {
+        config.datapath.cpus.clone_from(cpus);
+    }
+    if !cli.xdp_interfaces.is_empty() {
+        config
+            .datapath
+            .xdp_interfaces
+            .clone_from(&cli.xdp_interfaces);
+    }
+    if let Some(mode) = cli.xdp_mode {
+        config.datapath.xdp_mode = match mode {
+            AttachMode::Native => relay_userspace::config::XdpModeConfig::Native,
+            AttachMode::Generic => relay_userspace::config::XdpModeConfig::Generic,
+        };
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The bearer token: `RELAYD_TOKEN`, else the token file, else a fresh one written there.
+fn token(config: &Config) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("RELAYD_TOKEN") {
+        anyhow::ensure!(
+            token.len() >= 16,
+            "RELAYD_TOKEN must be at least 16 characters"
+        );
+        return Ok(token);
+    }
+    let path = &config.http.token_file;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_owned();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "{} holds a token shorter than 16 characters",
+                path.display()
+            );
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use base64::Engine as _;
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("the OS random generator failed: {e}"))?;
+            let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            write_secret(path, &token)
+                .with_context(|| format!("cannot write the token file {}", path.display()))?;
+            println!(
+                "relayd: generated an API token, saved to {}: {token}",
+                path.display()
+            );
+            Ok(token)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read the token file {}", path.display())),
+    }
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{secret}")
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let xdp = if cli.xdp_interfaces.is_empty() {
+    let config = configuration(&cli)?;
+    let token = token(&config)?;
+    match sys::raise_nofile_limit() {
+        Ok(limit) => info!(limit, "open-file limit"),
+        Err(e) => warn!(%e, "cannot raise the open-file limit"),
+    }
+    anyhow::ensure!(
+        config.datapath.kind == DatapathKind::Socket,
+        "datapath.kind = \"xdp\" (kernel forwarding) is not in this build yet; use \"socket\" \
+         (datapath.xdp_interfaces still attaches the XDP program, which passes and counts)"
+    );
+    let xdp = if config.datapath.xdp_interfaces.is_empty() {
         None
     } else {
         let mut xdp = RelayXdp::load()?;
-        for interface in &cli.xdp_interfaces {
+        for interface in &config.datapath.xdp_interfaces {
             // On error, dropping `xdp` detaches from the interfaces attached so far.
-            xdp.attach(interface, cli.xdp_mode)?;
+            xdp.attach(interface, config.datapath.xdp_mode.into())?;
         }
         Some(Arc::new(Mutex::new(xdp)))
     };
-    let state = ApiState::new(xdp.clone());
-    let listener = tokio::net::TcpListener::bind(cli.http_listen)
+    let workers = if config.datapath.workers == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    } else {
+        config.datapath.workers
+    };
+    let datapath = SocketDatapath::start(&DatapathOptions {
+        workers,
+        cpus: config.datapath.cpus.clone(),
+        batch: config.datapath.batch,
+    })
+    .context("cannot start the socket datapath")?;
+    let listen = config.http.listen;
+    let max_body = config.http.max_body_bytes;
+    let xdp_interfaces = config.datapath.xdp_interfaces.clone();
+    let xdp_mode = config.datapath.xdp_mode;
+    let relay = Arc::new(Relay::new(config, datapath));
+    let state = ApiState::new(Arc::clone(&relay), token, xdp.clone());
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", cli.http_listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     info!(boot_id = state.boot_id(), "relayd started");
     // One line per endpoint, for operators and for `cargo xtask up`.
+    println!("relayd: api     http://{local}/v1/");
     println!("relayd: health  http://{local}/v1/health");
     println!("relayd: metrics http://{local}/metrics");
-    for interface in &cli.xdp_interfaces {
-        println!("relayd: xdp     {interface} ({} mode)", cli.xdp_mode);
+    for interface in &xdp_interfaces {
+        println!("relayd: xdp     {interface} ({xdp_mode:?} mode)");
     }
-    axum::serve(listener, api::router(state))
+    let timeouts = {
+        let relay = Arc::clone(&relay);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let relay = Arc::clone(&relay);
+                let _ = tokio::task::spawn_blocking(move || relay.check_media_timeouts()).await;
+            }
+        })
+    };
+    axum::serve(listener, api::router(state, max_body))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP service failed")?;
+    timeouts.abort();
     if let Some(xdp) = xdp {
         xdp.lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -1,0 +1,201 @@
+//! The socket datapath: userspace media forwarding with per-core workers.
+//!
+//! Each session lives on one worker (so its legs forward to each other without crossing
+//! threads); a worker owns an epoll instance over its sessions' sockets and reads each ready
+//! socket for at most one batch per turn (`recvmmsg`), then transforms and forwards the batch
+//! (`sendmmsg`). Level-triggered epoll plus the per-turn quantum is the fairness rule: under
+//! overload every socket keeps getting its turn and the excess is dropped by the kernel, so no
+//! stream is ever abandoned and service resumes as soon as the load drops. The control plane
+//! programs workers through a command channel (woken by an eventfd) and reads counters from
+//! shared atomics.
+//!
+//! These semantics (latching, strict source, SRTP-authenticated latching, transcrypting, RTCP
+//! on separate or muxed ports, drop reasons) are the reference the XDP datapath matches.
+
+pub mod latch;
+pub mod stats;
+pub mod sys;
+mod worker;
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    sync::{mpsc, Arc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+pub use stats::{DropReason, LegStats};
+use tracing::{info, warn};
+
+use crate::model::LatchMode;
+
+/// How a leg's peer and forwarding are set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegSettings {
+    /// RTP destination from signalling.
+    pub remote_rtp: Option<SocketAddr>,
+    /// RTCP destination from signalling.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// Latch mode.
+    pub latch: LatchMode,
+    /// Strict source.
+    pub strict_source: bool,
+    /// Latch window.
+    pub latch_window: Duration,
+    /// Index of the leg this leg's media goes to.
+    pub forward_to: Option<usize>,
+    /// RTP and RTCP on one port.
+    pub rtcp_mux: bool,
+}
+
+/// What to do with a leg direction's SRTP context when (re-)programming.
+#[derive(Debug)]
+pub enum CryptoChange {
+    /// Keep the current context and its state (rollover counters, replay windows).
+    Keep,
+    /// Plain RTP.
+    Plain,
+    /// A new context from this policy.
+    Set(Box<srtp::Policy>),
+}
+
+/// A leg as handed to a worker.
+#[derive(Debug)]
+pub struct LegProgram {
+    /// Leg id (matches legs across re-programming).
+    pub id: String,
+    /// Counters shared with the control plane.
+    pub stats: Arc<LegStats>,
+    /// RTP socket (RTP and RTCP with rtcp-mux).
+    pub rtp_socket: Arc<UdpSocket>,
+    /// RTCP socket, absent with rtcp-mux.
+    pub rtcp_socket: Option<Arc<UdpSocket>>,
+    /// Peer and forwarding.
+    pub settings: LegSettings,
+    /// Inbound (verify and decrypt).
+    pub inbound: CryptoChange,
+    /// Outbound (encrypt).
+    pub outbound: CryptoChange,
+}
+
+enum Command {
+    /// Installs a session, or replaces its program (legs matched by id keep their state where
+    /// their settings say so).
+    Install {
+        session: u64,
+        legs: Vec<LegProgram>,
+    },
+    /// Removes a session and stops reading its sockets.
+    Remove {
+        session: u64,
+    },
+    Shutdown,
+}
+
+struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    wake: Arc<sys::EventFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Datapath settings.
+#[derive(Clone, Debug)]
+pub struct DatapathOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// CPUs to pin workers to (worker `i` to `cpus[i % len]`), empty for none.
+    pub cpus: Vec<usize>,
+    /// Packets per socket per turn.
+    pub batch: usize,
+}
+
+/// The running socket datapath.
+pub struct SocketDatapath {
+    workers: Vec<WorkerHandle>,
+}
+
+impl std::fmt::Debug for SocketDatapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketDatapath")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl SocketDatapath {
+    /// Starts the workers.
+    pub fn start(options: &DatapathOptions) -> std::io::Result<Self> {
+        let count = options.workers.max(1);
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
+            let (commands, receiver) = mpsc::channel();
+            let wake = Arc::new(sys::EventFd::new()?);
+            let epoll = sys::Epoll::new()?;
+            epoll.add(wake.raw(), worker::WAKE_TOKEN)?;
+            let cpu = (!options.cpus.is_empty()).then(|| options.cpus[index % options.cpus.len()]);
+            let worker_wake = Arc::clone(&wake);
+            let batch = options.batch;
+            let thread = std::thread::Builder::new()
+                .name(format!("relay-worker-{index}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if let Err(e) = sys::pin_to_cpu(cpu) {
+                            warn!(cpu, %e, "cannot pin datapath worker");
+                        }
+                    }
+                    // Built on its own thread: its batch buffers hold raw pointers into
+                    // themselves and never leave it.
+                    worker::Worker::new(epoll, worker_wake, receiver, batch).run();
+                })?;
+            workers.push(WorkerHandle {
+                commands,
+                wake,
+                thread: Some(thread),
+            });
+        }
+        info!(
+            workers = count,
+            batch = options.batch,
+            "socket datapath started"
+        );
+        Ok(Self { workers })
+    }
+
+    fn worker_of(&self, session: u64) -> &WorkerHandle {
+        let index = usize::try_from(session % self.workers.len() as u64).unwrap_or(0);
+        &self.workers[index]
+    }
+
+    fn send(&self, session: u64, command: Command) {
+        let worker = self.worker_of(session);
+        if worker.commands.send(command).is_ok() {
+            worker.wake.notify();
+        } else {
+            warn!(session, "datapath worker is gone; command dropped");
+        }
+    }
+
+    /// Installs or re-programs a session.
+    pub fn install(&self, session: u64, legs: Vec<LegProgram>) {
+        self.send(session, Command::Install { session, legs });
+    }
+
+    /// Removes a session.
+    pub fn remove(&self, session: u64) {
+        self.send(session, Command::Remove { session });
+    }
+}
+
+impl Drop for SocketDatapath {
+    fn drop(&mut self) {
+        for worker in &self.workers {
+            let _ = worker.commands.send(Command::Shutdown);
+            worker.wake.notify();
+        }
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! One datapath worker thread: its sessions, its sockets, the receive-transform-send loop.
+
+use std::{
+    collections::HashMap,
+    net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    sync::{atomic::Ordering::Relaxed, mpsc, Arc},
+    time::Instant,
+};
+
+use srtp::{Batch, BatchPacket, Context};
+use tracing::{debug, warn};
+
+use super::{
+    latch::Latch,
+    stats::{unix_ms, DropReason, LegStats},
+    sys::{from_raw, Epoll, EventFd, PacketBatch, SLOT_LEN},
+    Command, CryptoChange, LegProgram, LegSettings,
+};
+
+/// Epoll token of the wake-up eventfd.
+pub const WAKE_TOKEN: u64 = u64::MAX;
+
+/// What a socket carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SocketKind {
+    Rtp,
+    Rtcp,
+    /// RTP and RTCP on one port (RFC 5761).
+    Muxed,
+}
+
+struct SocketEntry {
+    session: u64,
+    leg: usize,
+    kind: SocketKind,
+    socket: Arc<UdpSocket>,
+}
+
+struct LegRt {
+    id: String,
+    stats: Arc<LegStats>,
+    rtp_socket: Arc<UdpSocket>,
+    rtcp_socket: Option<Arc<UdpSocket>>,
+    settings: LegSettings,
+    rtp_latch: Latch,
+    rtcp_latch: Latch,
+    inbound: Option<Context>,
+    outbound: Option<Context>,
+}
+
+impl LegRt {
+    fn latch_mut(&mut self, rtcp: bool) -> &mut Latch {
+        if rtcp && !self.settings.rtcp_mux {
+            &mut self.rtcp_latch
+        } else {
+            &mut self.rtp_latch
+        }
+    }
+
+    fn latch(&self, rtcp: bool) -> &Latch {
+        if rtcp && !self.settings.rtcp_mux {
+            &self.rtcp_latch
+        } else {
+            &self.rtp_latch
+        }
+    }
+
+    fn socket(&self, rtcp: bool) -> &UdpSocket {
+        match (&self.rtcp_socket, rtcp) {
+            (Some(socket), true) => socket,
+            _ => &self.rtp_socket,
+        }
+    }
+
+    fn publish_latch(&self) {
+        let rtcp = if self.settings.rtcp_mux {
+            self.rtp_latch.learned()
+        } else {
+            self.rtcp_latch.learned()
+        };
+        self.stats.set_latched(self.rtp_latch.learned(), rtcp);
+    }
+}
+
+struct SessionRt {
+    legs: Vec<LegRt>,
+    /// Socket table slots of this session.
+    slots: Vec<usize>,
+}
+
+/// Per-packet scratch of one batch.
+#[derive(Clone, Copy)]
+struct PacketState {
+    rtcp: bool,
+    source: Option<SocketAddr>,
+    /// Still going (not dropped).
+    alive: bool,
+}
+
+/// A datapath worker.
+pub struct Worker {
+    epoll: Epoll,
+    wake: Arc<EventFd>,
+    commands: mpsc::Receiver<Command>,
+    batch_size: usize,
+    sessions: HashMap<u64, SessionRt>,
+    sockets: Vec<Option<SocketEntry>>,
+    free_slots: Vec<usize>,
+    packets: PacketBatch,
+    states: Vec<PacketState>,
+    srtp: Batch,
+    sends: Vec<(usize, SocketAddr)>,
+}
+
+impl Worker {
+    /// A worker over `epoll` (which already watches `wake` as [`WAKE_TOKEN`]).
+    pub fn new(
+        epoll: Epoll,
+        wake: Arc<EventFd>,
+        commands: mpsc::Receiver<Command>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            epoll,
+            wake,
+            commands,
+            batch_size,
+            sessions: HashMap::new(),
+            sockets: Vec::new(),
+            free_slots: Vec::new(),
+            packets: PacketBatch::new(batch_size),
+            states: vec![
+                PacketState {
+                    rtcp: false,
+                    source: None,
+                    alive: false,
+                };
+                batch_size
+            ],
+            srtp: Batch::with_capacity(batch_size, SLOT_LEN),
+            sends: Vec::with_capacity(batch_size),
+        }
+    }
+
+    /// Runs until a shutdown command.
+    pub fn run(&mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        loop {
+            let ready = match self.epoll.wait(&mut events, 100) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(%e, "epoll_wait failed");
+                    0
+                }
+            };
+            for event in &events[..ready] {
+                let token = event.u64;
+                if token == WAKE_TOKEN {
+                    self.wake.drain();
+                    if !self.apply_commands() {
+                        return;
+                    }
+                } else if let Ok(slot) = usize::try_from(token) {
+                    self.service(slot);
+                }
+            }
+        }
+    }
+
+    /// Applies pending commands; `false` on shutdown.
+    fn apply_commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Install { session, legs } => self.install(session, legs),
+                Command::Remove { session } => self.remove(session),
+                Command::Shutdown => return false,
+            }
+        }
+        true
+    }
+
+    fn install(&mut self, session: u64, programs: Vec<LegProgram>) {
+        let old = self.sessions.remove(&session);
+        let mut old_legs: HashMap<String, LegRt> = HashMap::new();
+        let mut old_slots = Vec::new();
+        if let Some(old) = old {
+            old_slots = old.slots;
+            for leg in old.legs {
+                old_legs.insert(leg.id.clone(), leg);
+            }
+        }
+        let mut legs = Vec::with_capacity(programs.len());
+        for program in programs {
+            let previous = old_legs.remove(&program.id);
+            legs.push(Self::leg_runtime(program, previous));
+        }
+        // Sockets: unregister the old ones, register the new ones (kept sockets re-register
+        // with their new leg index).
+        for slot in old_slots {
+            if let Some(entry) = self.sockets[slot].take() {
+                let _ = self.epoll.remove(entry.socket.as_raw_fd());
+                self.free_slots.push(slot);
+            }
+        }
+        let mut slots = Vec::new();
+        for (index, leg) in legs.iter().enumerate() {
+            let mut register = |socket: &Arc<UdpSocket>, kind| {
+                let slot = self.free_slots.pop().unwrap_or_else(|| {
+                    self.sockets.push(None);
+                    self.sockets.len() - 1
+                });
+                match self.epoll.add(socket.as_raw_fd(), slot as u64) {
+                    Ok(()) => {
+                        self.sockets[slot] = Some(SocketEntry {
+                            session,
+                            leg: index,
+                            kind,
+                            socket: Arc::clone(socket),
+                        });
+                        slots.push(slot);
+                    }
+                    Err(e) => {
+                        warn!(session, leg = leg.id, %e, "cannot watch media socket");
+                        self.free_slots.push(slot);
+                    }
+                }
+            };
+            match &leg.rtcp_socket {
+                Some(rtcp) => {
+                    register(&leg.rtp_socket, SocketKind::Rtp);
+                    register(rtcp, SocketKind::Rtcp);
+                }
+                None => register(&leg.rtp_socket, SocketKind::Muxed),
+            }
+        }
+        debug!(session, legs = legs.len(), "session installed");
+        self.sessions.insert(session, SessionRt { legs, slots });
+    }
+
+    fn leg_runtime(program: LegProgram, previous: Option<LegRt>) -> LegRt {
+        let settings = program.settings;
+        let rtp_latch = Latch::new(
+            settings.latch,
+            settings.strict_source,
+            settings.latch_window,
+            settings.remote_rtp,
+        );
+        let rtcp_latch = Latch::new(
+            settings.latch,
+            settings.strict_source,
+            settings.latch_window,
+            settings.remote_rtcp,
+        );
+        let context = |change: CryptoChange, old: Option<Context>| match change {
+            CryptoChange::Keep => old,
+            CryptoChange::Plain => None,
+            CryptoChange::Set(policy) => match Context::new(&policy) {
+                Ok(context) => Some(context),
+                Err(e) => {
+                    // Policies are validated by the control plane before they get here.
+                    warn!(%e, "SRTP policy refused by the engine; leg falls back to dropping");
+                    None
+                }
+            },
+        };
+        let (rtp_latch, rtcp_latch, old_in, old_out) = match previous {
+            Some(old) => (
+                if rtp_latch.same_settings(&old.rtp_latch) {
+                    rtp_latch.carrying(&old.rtp_latch)
+                } else {
+                    rtp_latch
+                },
+                if rtcp_latch.same_settings(&old.rtcp_latch) {
+                    rtcp_latch.carrying(&old.rtcp_latch)
+                } else {
+                    rtcp_latch
+                },
+                old.inbound,
+                old.outbound,
+            ),
+            None => (rtp_latch, rtcp_latch, None, None),
+        };
+        let leg = LegRt {
+            id: program.id,
+            stats: program.stats,
+            rtp_socket: program.rtp_socket,
+            rtcp_socket: program.rtcp_socket,
+            settings,
+            rtp_latch,
+            rtcp_latch,
+            inbound: context(program.inbound, old_in),
+            outbound: context(program.outbound, old_out),
+        };
+        leg.publish_latch();
+        leg
+    }
+
+    fn remove(&mut self, session: u64) {
+        if let Some(old) = self.sessions.remove(&session) {
+            for slot in old.slots {
+                if let Some(entry) = self.sockets[slot].take() {
+                    let _ = self.epoll.remove(entry.socket.as_raw_fd());
+                    self.free_slots.push(slot);
+                }
+            }
+            debug!(session, "session removed");
+        }
+    }
+
+    /// Reads one batch from the socket in `slot` and forwards it.
+    fn service(&mut self, slot: usize) {
+        let Some(Some(entry)) = self.sockets.get(slot) else {
+            return;
+        };
+        let (session_key, leg_index, kind) = (entry.session, entry.leg, entry.kind);
+        let socket = Arc::clone(&entry.socket);
+        let received = match self.packets.recv(&socket, self.batch_size) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(%e, "recvmmsg failed");
+                return;
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(&session_key) else {
+            return;
+        };
+        let now = Instant::now();
+        forward_batch(
+            session,
+            leg_index,
+            kind,
+            received,
+            now,
+            &mut self.packets,
+            &mut self.states,
+            &mut self.srtp,
+            &mut self.sends,
+        );
+    }
+}
+
+/// RFC 5761 §4: on a muxed port, RTCP packet types 192-223 sit where RTP's marker and payload
+/// type are; RTP payload types 64-95 are not used there.
+fn looks_like_rtcp(packet: &[u8]) -> bool {
+    packet.len() >= 2 && (192..=223).contains(&packet[1])
+}
+
+/// Classifies each packet (RTP or RTCP), drops the malformed and, on strict legs, those from
+/// the wrong source, before any crypto is spent on them.
+fn classify_and_admit(
+    leg: &LegRt,
+    kind: SocketKind,
+    received: usize,
+    now: Instant,
+    packets: &PacketBatch,
+    states: &mut [PacketState],
+) {
+    let mut malformed = 0;
+    let mut wrong_source = 0;
+    for (i, state) in states.iter_mut().enumerate().take(received) {
+        let packet = packets.packet(i);
+        let rtcp = match kind {
+            SocketKind::Rtp => false,
+            SocketKind::Rtcp => true,
+            SocketKind::Muxed => looks_like_rtcp(packet),
+        };
+        let minimum = if rtcp { 8 } else { 12 };
+        let source = from_raw(&packets.addrs[i]);
+        let mut alive = packet.len() >= minimum && packet[0] >> 6 == 2 && source.is_some();
+        if !alive {
+            malformed += 1;
+        } else if let Some(source) = source {
+            if !leg.latch(rtcp).admits(source, now) {
+                alive = false;
+                wrong_source += 1;
+            }
+        }
+        *state = PacketState {
+            rtcp,
+            source,
+            alive,
+        };
+    }
+    if malformed > 0 {
+        leg.stats.drop_packet(DropReason::Malformed, malformed);
+    }
+    if wrong_source > 0 {
+        leg.stats.drop_packet(DropReason::WrongSource, wrong_source);
+    }
+}
+
+/// The whole path of one received batch: count, classify, admit, decrypt, latch, encrypt, send.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the worker's scratch buffers, split for borrows"
+)]
+fn forward_batch(
+    session: &mut SessionRt,
+    from: usize,
+    kind: SocketKind,
+    received: usize,
+    now: Instant,
+    packets: &mut PacketBatch,
+    states: &mut [PacketState],
+    srtp: &mut Batch,
+    sends: &mut Vec<(usize, SocketAddr)>,
+) {
+    let leg = &mut session.legs[from];
+    let stats = Arc::clone(&leg.stats);
+    let bytes: usize = packets.lens[..received].iter().sum();
+    stats.packets_in.fetch_add(received as u64, Relaxed);
+    stats.bytes_in.fetch_add(bytes as u64, Relaxed);
+    stats.last_packet_unix_ms.store(unix_ms(), Relaxed);
+
+    classify_and_admit(leg, kind, received, now, packets, states);
+
+    // Verify and decrypt: RTP and RTCP in separate batches (they use different transforms).
+    if let Some(mut context) = leg.inbound.take() {
+        for rtcp in [false, true] {
+            transform(
+                &mut context,
+                srtp,
+                packets,
+                &mut states[..received],
+                rtcp,
+                false,
+                &stats,
+            );
+        }
+        leg.inbound = Some(context);
+    }
+
+    // Latch on what was accepted (authenticated, on SRTP legs).
+    let mut moved = false;
+    for state in &states[..received] {
+        if let (true, Some(source)) = (state.alive, state.source) {
+            moved |= leg.latch_mut(state.rtcp).accept(source, now);
+        }
+    }
+    if moved {
+        leg.publish_latch();
+    }
+
+    // Forward.
+    let alive = states[..received].iter().filter(|s| s.alive).count() as u64;
+    if alive == 0 {
+        return;
+    }
+    let Some(to) = leg
+        .settings
+        .forward_to
+        .filter(|&to| to < session.legs.len())
+    else {
+        stats.drop_packet(DropReason::NotForwarded, alive);
+        return;
+    };
+    let target = &mut session.legs[to];
+    let target_stats = Arc::clone(&target.stats);
+    if let Some(mut context) = target.outbound.take() {
+        for rtcp in [false, true] {
+            transform(
+                &mut context,
+                srtp,
+                packets,
+                &mut states[..received],
+                rtcp,
+                true,
+                &target_stats,
+            );
+        }
+        target.outbound = Some(context);
+    }
+    send_to(target, &stats, received, packets, states, sends);
+}
+
+/// Sends the live packets of a batch to `target`'s peer, RTP and RTCP to their destinations.
+fn send_to(
+    target: &LegRt,
+    source_stats: &LegStats,
+    received: usize,
+    packets: &mut PacketBatch,
+    states: &[PacketState],
+    sends: &mut Vec<(usize, SocketAddr)>,
+) {
+    let target_stats = &target.stats;
+    for rtcp in [false, true] {
+        let Some(destination) = target.latch(rtcp).destination() else {
+            let count = states[..received]
+                .iter()
+                .filter(|s| s.alive && s.rtcp == rtcp)
+                .count() as u64;
+            if count > 0 {
+                source_stats.drop_packet(DropReason::NoRemote, count);
+            }
+            continue;
+        };
+        sends.clear();
+        sends.extend(
+            states[..received]
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.alive && s.rtcp == rtcp)
+                .map(|(i, _)| (i, destination)),
+        );
+        if sends.is_empty() {
+            continue;
+        }
+        let sent = packets.send(target.socket(rtcp), sends);
+        let sent_bytes: usize = sends[..sent].iter().map(|&(i, _)| packets.lens[i]).sum();
+        target_stats.packets_out.fetch_add(sent as u64, Relaxed);
+        target_stats.bytes_out.fetch_add(sent_bytes as u64, Relaxed);
+        if sent < sends.len() {
+            target_stats.drop_packet(DropReason::SendError, (sends.len() - sent) as u64);
+        }
+    }
+}
+
+/// Runs SRTP over the live packets of one kind (RTP or RTCP) in place, marking failures dead
+/// and counting them on `stats`.
+fn transform(
+    context: &mut Context,
+    srtp: &mut Batch,
+    packets: &mut PacketBatch,
+    states: &mut [PacketState],
+    rtcp: bool,
+    protect: bool,
+    stats: &LegStats,
+) {
+    let (slots, lens, _) = packets.parts_mut();
+    let mut indices = [0usize; 1024];
+    let mut count = 0;
+    let mut batch: Vec<BatchPacket<'_>> = Vec::with_capacity(states.len());
+    for (i, (slot, &len)) in slots
+        .iter_mut()
+        .zip(lens.iter())
+        .enumerate()
+        .take(states.len())
+    {
+        if states[i].alive && states[i].rtcp == rtcp && count < indices.len() {
+            indices[count] = i;
+            count += 1;
+            batch.push(BatchPacket::new(0, &mut slot[..], len));
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let contexts = std::slice::from_mut(context);
+    match (protect, rtcp) {
+        (false, false) => srtp.unprotect_rtp(contexts, &mut batch),
+        (false, true) => srtp.unprotect_rtcp(contexts, &mut batch),
+        (true, false) => srtp.protect_rtp(contexts, &mut batch),
+        (true, true) => srtp.protect_rtcp(contexts, &mut batch),
+    }
+    let results: Vec<Result<usize, srtp::Error>> = batch.into_iter().map(|p| p.result).collect();
+    for (k, result) in results.into_iter().enumerate() {
+        let i = indices[k];
+        match result {
+            Ok(len) => lens[i] = len,
+            Err(error) => {
+                states[i].alive = false;
+                match error {
+                    srtp::Error::AuthenticationFailed => {
+                        stats.auth_failures.fetch_add(1, Relaxed);
+                    }
+                    srtp::Error::Replayed { .. } | srtp::Error::TooOld { .. } => {
+                        stats.replays.fetch_add(1, Relaxed);
+                    }
+                    srtp::Error::Truncated { .. } | srtp::Error::BadVersion { .. } => {
+                        stats.drop_packet(DropReason::Malformed, 1);
+                    }
+                    _ => stats.drop_packet(DropReason::SrtpError, 1),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! The control plane: sessions, port allocation, programming the datapath, media timeouts.
+//!
+//! The HTTP layer ([`crate::api`]) turns requests into calls on [`Relay`]; the relay validates,
+//! allocates ports and binds sockets (so that errors surface in the response), then hands the
+//! session's legs to the datapath. Counters are read from the datapath's shared atomics.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    datapath::{
+        stats::unix_ms, sys, CryptoChange, DropReason, LegProgram, LegSettings, LegStats,
+        SocketDatapath,
+    },
+    model::{
+        validate_id, CryptoSpec, CryptoView, Event, LegPatch, LegSpec, LegView, LocalView,
+        SessionSpec, SessionSummary, SessionView, SpecError,
+    },
+    ports::PortAllocator,
+};
+
+/// How often a port is retried when the OS says it is taken by someone else.
+const BIND_ATTEMPTS: usize = 16;
+
+/// Why a control request failed; each maps to one HTTP status and problem code in the API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The request body is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A leg names an interface relayd does not have.
+    #[error("leg {leg:?} names unknown interface {interface:?}")]
+    UnknownInterface {
+        /// The leg.
+        leg: String,
+        /// The interface named.
+        interface: String,
+    },
+    /// No free port pair on an interface.
+    #[error("no free media ports on interface {interface:?} (all {capacity} pairs in use or quarantined)")]
+    PortsExhausted {
+        /// The interface.
+        interface: String,
+        /// Pairs the range holds.
+        capacity: usize,
+    },
+    /// The session limit is reached.
+    #[error("the relay already has its maximum of {max} sessions")]
+    TooManySessions {
+        /// The limit.
+        max: usize,
+    },
+    /// A socket could not be bound.
+    #[error("cannot bind a media socket on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No such session.
+    #[error("no session {id:?}")]
+    SessionNotFound {
+        /// The id.
+        id: String,
+    },
+    /// No such leg.
+    #[error("session {session:?} has no leg {leg:?}")]
+    LegNotFound {
+        /// The session.
+        session: String,
+        /// The leg.
+        leg: String,
+    },
+}
+
+struct LegRecord {
+    spec: LegSpec,
+    address: IpAddr,
+    rtp_port: u16,
+    rtp_socket: Arc<UdpSocket>,
+    rtcp_socket: Option<Arc<UdpSocket>>,
+    stats: Arc<LegStats>,
+    created: Instant,
+    timed_out: bool,
+}
+
+struct SessionRecord {
+    key: u64,
+    spec: SessionSpec,
+    created_unix_ms: u64,
+    media_timeout: Duration,
+    legs: Vec<LegRecord>,
+}
+
+struct State {
+    sessions: HashMap<String, SessionRecord>,
+    next_key: u64,
+    ports: HashMap<String, PortAllocator>,
+}
+
+/// The control plane.
+pub struct Relay {
+    config: Config,
+    datapath: SocketDatapath,
+    state: Mutex<State>,
+    events: broadcast::Sender<Event>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").finish_non_exhaustive()
+    }
+}
+
+/// Totals for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Sessions.
+    pub sessions: u64,
+    /// Legs.
+    pub legs: u64,
+    /// Legs currently timed out.
+    pub legs_timed_out: u64,
+    /// Packets received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Packets sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// SRTP authentication failures.
+    pub auth_failures: u64,
+    /// SRTP replays.
+    pub replays: u64,
+    /// Drops by reason.
+    pub drops: Vec<(DropReason, u64)>,
+    /// Available port pairs per interface.
+    pub ports_available: Vec<(String, usize)>,
+}
+
+impl Relay {
+    /// A relay over a running datapath.
+    pub fn new(config: Config, datapath: SocketDatapath) -> Self {
+        let quarantine = Duration::from_secs(config.media.port_quarantine_secs);
+        let ports = config
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    PortAllocator::new(i.port_min, i.port_max, quarantine),
+                )
+            })
+            .collect();
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            config,
+            datapath,
+            state: Mutex::new(State {
+                sessions: HashMap::new(),
+                next_key: 1,
+                ports,
+            }),
+            events,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Subscribes to events (media timeouts).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Creates or replaces a session. Returns its view and whether it was created. A PUT with
+    /// the same body as the session already has changes nothing (idempotent); a different body
+    /// re-programs it, keeping the ports, sockets, counters and SRTP state of legs whose id,
+    /// interface, rtcp-mux and crypto are unchanged.
+    pub fn put_session(
+        &self,
+        id: &str,
+        spec: SessionSpec,
+    ) -> Result<(SessionView, bool), RelayError> {
+        validate_id("session", id)?;
+        spec.validate()?;
+        let now = Instant::now();
+        let mut state = self.lock();
+        if let Some(existing) = state.sessions.get(id) {
+            if existing.spec == spec {
+                return Ok((Self::view(id, existing), false));
+            }
+        } else if state.sessions.len() >= self.config.media.max_sessions {
+            return Err(RelayError::TooManySessions {
+                max: self.config.media.max_sessions,
+            });
+        }
+        // Crypto first: it is the last thing that can fail on the request alone.
+        let old_specs: Vec<LegSpec> = state
+            .sessions
+            .get(id)
+            .map_or_else(Vec::new, |s| s.spec.legs.clone());
+        let reusable = |leg: &LegSpec| {
+            old_specs.iter().position(|o| {
+                o.id == leg.id && o.interface == leg.interface && o.rtcp_mux == leg.rtcp_mux
+            })
+        };
+        let mut crypto_changes = Vec::with_capacity(spec.legs.len());
+        for leg in &spec.legs {
+            let old = reusable(leg).map(|i| &old_specs[i]);
+            crypto_changes.push((
+                crypto_change(
+                    old.and_then(|o| o.inbound_crypto.as_ref()),
+                    leg.inbound_crypto.as_ref(),
+                    &leg.id,
+                )?,
+                crypto_change(
+                    old.and_then(|o| o.outbound_crypto.as_ref()),
+                    leg.outbound_crypto.as_ref(),
+                    &leg.id,
+                )?,
+            ));
+        }
+        let mut old = state.sessions.remove(id);
+        let mut old_legs: Vec<Option<LegRecord>> = old
+            .as_mut()
+            .map(|s| s.legs.drain(..).map(Some).collect())
+            .unwrap_or_default();
+
+        // Allocate (or reuse) every leg; on failure, undo this request's allocations.
+        let mut legs: Vec<LegRecord> = Vec::with_capacity(spec.legs.len());
+        // For each leg: the position of the old leg it reuses.
+        let mut reused_from: Vec<Option<usize>> = Vec::with_capacity(spec.legs.len());
+        let mut failure = None;
+        for leg_spec in &spec.legs {
+            if let Some(i) = reusable(leg_spec).filter(|&i| old_legs[i].is_some()) {
+                let mut record = old_legs[i].take().expect("checked");
+                record.spec = old_specs[i].clone();
+                legs.push(record);
+                reused_from.push(Some(i));
+                continue;
+            }
+            match self.allocate_leg(&mut state, leg_spec, now) {
+                Ok(record) => {
+                    legs.push(record);
+                    reused_from.push(None);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(error) = failure {
+            Self::roll_back(&mut state, id, old, old_legs, legs, reused_from);
+            return Err(error);
+        }
+        for (leg, spec_leg) in legs.iter_mut().zip(&spec.legs) {
+            leg.spec = spec_leg.clone();
+        }
+        // Legs of the old session that are gone: their ports go into quarantine.
+        for leg in old_legs.into_iter().flatten() {
+            if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
+                ports.release(leg.rtp_port, now);
+            }
+        }
+        let created = old.is_none();
+        let key = if let Some(old) = &old {
+            old.key
+        } else {
+            let key = state.next_key;
+            state.next_key += 1;
+            key
+        };
+        let media_timeout = Duration::from_secs(
+            spec.media_timeout_secs
+                .unwrap_or(self.config.media.timeout_secs),
+        );
+        let programs = self.programs(&spec, &legs, crypto_changes);
+        self.datapath.install(key, programs);
+        let record = SessionRecord {
+            key,
+            spec,
+            created_unix_ms: old.as_ref().map_or_else(unix_ms, |o| o.created_unix_ms),
+            media_timeout,
+            legs,
+        };
+        let view = Self::view(id, &record);
+        state.sessions.insert(id.to_owned(), record);
+        if created {
+            info!(session = id, "session created");
+        } else {
+            info!(session = id, "session re-programmed");
+        }
+        Ok((view, created))
+    }
+
+    /// Undoes a failed `put_session`: new allocations go back without quarantine (nothing was
+    /// ever sent to them); the old session, if any, is restored as it was.
+    fn roll_back(
+        state: &mut State,
+        id: &str,
+        old: Option<SessionRecord>,
+        mut old_legs: Vec<Option<LegRecord>>,
+        legs: Vec<LegRecord>,
+        reused_from: Vec<Option<usize>>,
+    ) {
+        for (leg, from) in legs.into_iter().zip(reused_from) {
+            match from {
+                Some(i) => old_legs[i] = Some(leg),
+                None => {
+                    if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
+                        ports.put_back(leg.rtp_port);
+                    }
+                }
+            }
+        }
+        if let Some(mut old) = old {
+            old.legs = old_legs.into_iter().flatten().collect();
+            state.sessions.insert(id.to_owned(), old);
+        }
+    }
+
+    fn allocate_leg(
+        &self,
+        state: &mut State,
+        spec: &LegSpec,
+        now: Instant,
+    ) -> Result<LegRecord, RelayError> {
+        let interface =
+            self.config
+                .interface(&spec.interface)
+                .ok_or_else(|| RelayError::UnknownInterface {
+                    leg: spec.id.clone(),
+                    interface: spec.interface.clone(),
+                })?;
+        let ports = state
+            .ports
+            .get_mut(&spec.interface)
+            .expect("an allocator per configured interface");
+        let mut last_error = None;
+        for _ in 0..BIND_ATTEMPTS {
+            let Some(port) = ports.allocate(now) else {
+                return Err(RelayError::PortsExhausted {
+                    interface: spec.interface.clone(),
+                    capacity: ports.capacity(),
+                });
+            };
+            match bind_pair(
+                interface.address,
+                port,
+                spec.rtcp_mux,
+                self.config.datapath.socket_rcvbuf,
+            ) {
+                Ok((rtp, rtcp)) => {
+                    return Ok(LegRecord {
+                        spec: spec.clone(),
+                        address: interface.address,
+                        rtp_port: port,
+                        rtp_socket: Arc::new(rtp),
+                        rtcp_socket: rtcp.map(Arc::new),
+                        stats: Arc::new(LegStats::default()),
+                        created: now,
+                        timed_out: false,
+                    });
+                }
+                Err(e) => {
+                    // Taken by another process: keep it out of rotation for a quarantine.
+                    warn!(port, interface = spec.interface, error = %e, "media port busy, trying another");
+                    ports.release(port, now);
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn programs(
+        &self,
+        spec: &SessionSpec,
+        legs: &[LegRecord],
+        crypto: Vec<(CryptoChange, CryptoChange)>,
+    ) -> Vec<LegProgram> {
+        let window = Duration::from_secs(self.config.media.latch_window_secs);
+        legs.iter()
+            .zip(crypto)
+            .map(|(leg, (inbound, outbound))| {
+                let s = &leg.spec;
+                LegProgram {
+                    id: s.id.clone(),
+                    stats: Arc::clone(&leg.stats),
+                    rtp_socket: Arc::clone(&leg.rtp_socket),
+                    rtcp_socket: leg.rtcp_socket.clone(),
+                    settings: LegSettings {
+                        remote_rtp: s.remote.map(|r| SocketAddr::new(r.address, r.rtp_port)),
+                        remote_rtcp: s
+                            .remote
+                            .map(|r| SocketAddr::new(r.address, r.rtcp_port(s.rtcp_mux))),
+                        latch: s.latch,
+                        strict_source: s.strict_source,
+                        latch_window: window,
+                        forward_to: s
+                            .forward_to
+                            .as_ref()
+                            .and_then(|t| spec.legs.iter().position(|l| &l.id == t)),
+                        rtcp_mux: s.rtcp_mux,
+                    },
+                    inbound,
+                    outbound,
+                }
+            })
+            .collect()
+    }
+
+    /// Changes some settings of one leg (e.g. the remote from the SDP answer, or a re-key).
+    pub fn patch_leg(
+        &self,
+        id: &str,
+        leg_id: &str,
+        patch: LegPatch,
+    ) -> Result<SessionView, RelayError> {
+        let mut state = self.lock();
+        let session = state
+            .sessions
+            .get_mut(id)
+            .ok_or_else(|| RelayError::SessionNotFound { id: id.to_owned() })?;
+        let index = session
+            .spec
+            .legs
+            .iter()
+            .position(|l| l.id == leg_id)
+            .ok_or_else(|| RelayError::LegNotFound {
+                session: id.to_owned(),
+                leg: leg_id.to_owned(),
+            })?;
+        let mut leg = session.spec.legs[index].clone();
+        if let Some(remote) = patch.remote {
+            leg.remote = remote;
+        }
+        if let Some(latch) = patch.latch {
+            leg.latch = latch;
+        }
+        if let Some(strict) = patch.strict_source {
+            leg.strict_source = strict;
+        }
+        if let Some(crypto) = patch.inbound_crypto.clone() {
+            leg.inbound_crypto = crypto;
+        }
+        if let Some(crypto) = patch.outbound_crypto.clone() {
+            leg.outbound_crypto = crypto;
+        }
+        if let Some(target) = patch.forward_to {
+            leg.forward_to = target;
+        }
+        let ids = session.spec.legs.iter().map(|l| l.id.as_str()).collect();
+        leg.validate(&ids)?;
+        let mut crypto = Vec::with_capacity(session.legs.len());
+        for i in 0..session.legs.len() {
+            if i == index {
+                let inbound = match &patch.inbound_crypto {
+                    Some(new) => crypto_change(None, new.as_ref(), leg_id)?,
+                    None => CryptoChange::Keep,
+                };
+                let outbound = match &patch.outbound_crypto {
+                    Some(new) => crypto_change(None, new.as_ref(), leg_id)?,
+                    None => CryptoChange::Keep,
+                };
+                crypto.push((inbound, outbound));
+            } else {
+                crypto.push((CryptoChange::Keep, CryptoChange::Keep));
+            }
+        }
+        session.spec.legs[index] = leg.clone();
+        session.legs[index].spec = leg;
+        let programs = self.programs(&session.spec, &session.legs, crypto);
+        self.datapath.install(session.key, programs);
+        Ok(Self::view(id, session))
+    }
+
+    /// Deletes a session; its ports go into quarantine.
+    pub fn delete_session(&self, id: &str) -> Result<(), RelayError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let session = state
+            .sessions
+            .remove(id)
+            .ok_or_else(|| RelayError::SessionNotFound { id: id.to_owned() })?;
+        self.datapath.remove(session.key);
+        for leg in &session.legs {
+            if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
+                ports.release(leg.rtp_port, now);
+            }
+        }
+        info!(session = id, "session deleted");
+        Ok(())
+    }
+
+    /// One session.
+    pub fn get_session(&self, id: &str) -> Result<SessionView, RelayError> {
+        let state = self.lock();
+        let session = state
+            .sessions
+            .get(id)
+            .ok_or_else(|| RelayError::SessionNotFound { id: id.to_owned() })?;
+        Ok(Self::view(id, session))
+    }
+
+    /// Every session, briefly.
+    pub fn list(&self) -> Vec<SessionSummary> {
+        let state = self.lock();
+        let mut list: Vec<SessionSummary> = state
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionSummary {
+                id: id.clone(),
+                legs: s.legs.len(),
+                created_unix_ms: s.created_unix_ms,
+                media_timed_out: s.legs.iter().any(|l| l.timed_out),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// Marks legs silent for longer than their session's media timeout and publishes one
+    /// event per leg when it times out (again after packets resumed). Called periodically.
+    pub fn check_media_timeouts(&self) -> usize {
+        let now_ms = unix_ms();
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut fired = 0;
+        for (id, session) in &mut state.sessions {
+            for leg in &mut session.legs {
+                let last = leg
+                    .stats
+                    .last_packet_unix_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let silent = if last == 0 {
+                    now.saturating_duration_since(leg.created)
+                } else {
+                    Duration::from_millis(now_ms.saturating_sub(last))
+                };
+                let timed_out = silent >= session.media_timeout;
+                if timed_out && !leg.timed_out {
+                    fired += 1;
+                    let _ = self.events.send(Event::MediaTimeout {
+                        session: id.clone(),
+                        leg: leg.spec.id.clone(),
+                        silent_secs: silent.as_secs(),
+                    });
+                    info!(
+                        session = id,
+                        leg = leg.spec.id,
+                        silent_secs = silent.as_secs(),
+                        "media timeout"
+                    );
+                }
+                leg.timed_out = timed_out;
+            }
+        }
+        fired
+    }
+
+    /// Totals for metrics.
+    pub fn totals(&self) -> Totals {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut totals = Totals {
+            drops: DropReason::ALL.iter().map(|&r| (r, 0)).collect(),
+            ..Totals::default()
+        };
+        for session in state.sessions.values() {
+            totals.sessions += 1;
+            for leg in &session.legs {
+                let s = &leg.stats;
+                totals.legs += 1;
+                totals.legs_timed_out += u64::from(leg.timed_out);
+                totals.packets_in += s.packets_in.load(Relaxed);
+                totals.bytes_in += s.bytes_in.load(Relaxed);
+                totals.packets_out += s.packets_out.load(Relaxed);
+                totals.bytes_out += s.bytes_out.load(Relaxed);
+                totals.auth_failures += s.auth_failures.load(Relaxed);
+                totals.replays += s.replays.load(Relaxed);
+                for (reason, count) in &mut totals.drops {
+                    *count += s.drops(*reason);
+                }
+            }
+        }
+        let mut ports: Vec<(String, usize)> = state
+            .ports
+            .iter_mut()
+            .map(|(name, p)| (name.clone(), p.available(now)))
+            .collect();
+        ports.sort();
+        totals.ports_available = ports;
+        totals
+    }
+
+    fn view(id: &str, session: &SessionRecord) -> SessionView {
+        SessionView {
+            id: id.to_owned(),
+            media_timeout_secs: session.media_timeout.as_secs(),
+            created_unix_ms: session.created_unix_ms,
+            legs: session
+                .legs
+                .iter()
+                .map(|leg| {
+                    let (latched_rtp, latched_rtcp) = leg.stats.latched();
+                    let s = &leg.spec;
+                    LegView {
+                        id: s.id.clone(),
+                        interface: s.interface.clone(),
+                        local: LocalView {
+                            address: leg.address,
+                            rtp_port: leg.rtp_port,
+                            rtcp_port: if s.rtcp_mux {
+                                leg.rtp_port
+                            } else {
+                                leg.rtp_port + 1
+                            },
+                        },
+                        rtcp_mux: s.rtcp_mux,
+                        remote: s.remote,
+                        latch: s.latch,
+                        strict_source: s.strict_source,
+                        latched_rtp,
+                        latched_rtcp,
+                        inbound_crypto: s.inbound_crypto.as_ref().map(crypto_view),
+                        outbound_crypto: s.outbound_crypto.as_ref().map(crypto_view),
+                        forward_to: s.forward_to.clone(),
+                        media_timed_out: leg.timed_out,
+                        counters: leg.stats.view(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+fn crypto_view(spec: &CryptoSpec) -> CryptoView {
+    CryptoView {
+        suite: spec.suite.clone(),
+        keys: spec.keys.len(),
+    }
+}
+
+/// Keep the context when the spec is unchanged (its ROC and replay state stay), else build one.
+fn crypto_change(
+    old: Option<&CryptoSpec>,
+    new: Option<&CryptoSpec>,
+    leg: &str,
+) -> Result<CryptoChange, SpecError> {
+    if old.is_some() && old == new {
+        return Ok(CryptoChange::Keep);
+    }
+    Ok(match new {
+        Some(spec) => CryptoChange::Set(Box::new(spec.policy(leg)?)),
+        None => CryptoChange::Plain,
+    })
+}
+
+/// Binds the RTP socket (and the RTCP one on `port + 1` unless muxed), non-blocking.
+fn bind_pair(
+    address: IpAddr,
+    port: u16,
+    rtcp_mux: bool,
+    rcvbuf: usize,
+) -> Result<(UdpSocket, Option<UdpSocket>), RelayError> {
+    let bind = |port: u16| {
+        let at = SocketAddr::new(address, port);
+        let socket = UdpSocket::bind(at).map_err(|source| RelayError::Bind {
+            address: at,
+            source,
+        })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| RelayError::Bind {
+                address: at,
+                source,
+            })?;
+        if rcvbuf > 0 {
+            sys::set_recv_buffer(&socket, rcvbuf).map_err(|source| RelayError::Bind {
+                address: at,
+                source,
+            })?;
+        }
+        Ok::<_, RelayError>(socket)
+    };
+    let rtp = bind(port)?;
+    let rtcp = if rtcp_mux {
+        None
+    } else {
+        Some(bind(port + 1)?)
+    };
+    Ok((rtp, rtcp))
+}

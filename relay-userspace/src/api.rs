@@ -466,6 +466,20 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             .into_response()
         }
     };
+    let body = render_metrics(&totals, state.inner.started_unix, state.inner.xdp.as_ref());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        Bytes::from(body),
+    )
+        .into_response()
+}
+
+/// The Prometheus text exposition of the relay's totals.
+fn render_metrics(
+    totals: &crate::relay::Totals,
+    started_unix: u64,
+    xdp: Option<&Arc<Mutex<RelayXdp>>>,
+) -> String {
     let mut body = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
         let _ = writeln!(body, "# HELP {name} {help}");
@@ -476,7 +490,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "relayd_start_time_seconds",
         "Unix time relayd started.",
         "gauge",
-        state.inner.started_unix,
+        started_unix,
     );
     gauge("relayd_sessions", "Sessions.", "gauge", totals.sessions);
     gauge("relayd_legs", "Legs.", "gauge", totals.legs);
@@ -545,7 +559,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             "relayd_ports_available{{interface=\"{interface}\"}} {count}"
         );
     }
-    if let Some(xdp) = &state.inner.xdp {
+    if let Some(xdp) = xdp {
         let snapshot = xdp
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -565,9 +579,5 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             }
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        Bytes::from(body),
-    )
-        .into_response()
+    body
 }

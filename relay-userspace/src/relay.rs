@@ -223,22 +223,7 @@ impl Relay {
                 o.id == leg.id && o.interface == leg.interface && o.rtcp_mux == leg.rtcp_mux
             })
         };
-        let mut crypto_changes = Vec::with_capacity(spec.legs.len());
-        for leg in &spec.legs {
-            let old = reusable(leg).map(|i| &old_specs[i]);
-            crypto_changes.push((
-                crypto_change(
-                    old.and_then(|o| o.inbound_crypto.as_ref()),
-                    leg.inbound_crypto.as_ref(),
-                    &leg.id,
-                )?,
-                crypto_change(
-                    old.and_then(|o| o.outbound_crypto.as_ref()),
-                    leg.outbound_crypto.as_ref(),
-                    &leg.id,
-                )?,
-            ));
-        }
+        let crypto_changes = crypto_plan(&spec, &old_specs, reusable)?;
         let mut old = state.sessions.remove(id);
         let mut old_legs: Vec<Option<LegRecord>> = old
             .as_mut()
@@ -661,6 +646,32 @@ fn crypto_view(spec: &CryptoSpec) -> CryptoView {
         suite: spec.suite.clone(),
         keys: spec.keys.len(),
     }
+}
+
+/// The SRTP change of every leg of `spec`, given the legs of the session it replaces.
+fn crypto_plan(
+    spec: &SessionSpec,
+    old_specs: &[LegSpec],
+    reusable: impl Fn(&LegSpec) -> Option<usize>,
+) -> Result<Vec<(CryptoChange, CryptoChange)>, SpecError> {
+    spec.legs
+        .iter()
+        .map(|leg| {
+            let old = reusable(leg).map(|i| &old_specs[i]);
+            Ok((
+                crypto_change(
+                    old.and_then(|o| o.inbound_crypto.as_ref()),
+                    leg.inbound_crypto.as_ref(),
+                    &leg.id,
+                )?,
+                crypto_change(
+                    old.and_then(|o| o.outbound_crypto.as_ref()),
+                    leg.outbound_crypto.as_ref(),
+                    &leg.id,
+                )?,
+            ))
+        })
+        .collect()
 }
 
 /// Keep the context when the spec is unchanged (its ROC and replay state stay), else build one.

@@ -6,10 +6,18 @@
 //!   creates itself and that are removed when the guard drops, on failure too.
 //! - [`hex`]: packets written as hex literals.
 //! - [`workspace_bin`]: the path of a workspace binary (`cargo xtask test` builds them first).
+//! - [`relayd`]: an in-process relayd on an ephemeral port; [`pylibsrtp`]: libsrtp from PyPI as
+//!   an independent SRTP peer.
+//! - [`loadgen`]: the RTP/SRTP load generator behind the `relay-loadgen` binary (relayd's HTTP
+//!   API or the NG protocol for call setup, paced RTP both ways, verification, loss and
+//!   latency reports, a search for the highest clean rate).
 //!
 //! Traffic from these helpers only ever goes to 127.0.0.0/8 or inside the test's own namespaces.
 
+pub mod loadgen;
 pub mod netns;
+pub mod pylibsrtp;
+pub mod relayd;
 
 use std::path::PathBuf;
 

@@ -3,13 +3,21 @@
 //! - `bench srtp`: this SRTP engine against libsrtp 2.5 in one process, on the same packets,
 //!   pinned to one core; prints the Markdown table that goes into docs/PERFORMANCE.md.
 //!   `--criterion` also runs the criterion benchmarks (`cargo bench -p srtp`).
+//! - `bench socket`: relayd's socket datapath against sipwise rtpengine userspace, each pinned to
+//!   one core with the load generator on the other, on loopback: max clean packets/s (plain and
+//!   SRTP<->RTP), latency at that rate, and an overload step (2x the max for a while, then half)
+//!   counting the streams still alive afterwards.
 
-use std::process::Command;
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 
-use crate::{run_step, setup};
+use crate::{run_step, setup, workspace_root};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -34,11 +42,40 @@ enum BenchTarget {
         #[arg(long)]
         criterion: bool,
     },
+    /// relayd's socket datapath vs sipwise rtpengine userspace on loopback.
+    Socket(SocketBench),
+}
+
+/// Options of `bench socket`.
+#[derive(Debug, Args)]
+struct SocketBench {
+    /// Concurrent calls during the search (each call is two streams).
+    #[arg(long, default_value_t = 200)]
+    calls: u32,
+    /// CPU for the relay under test.
+    #[arg(long, default_value_t = 1)]
+    relay_cpu: usize,
+    /// CPU for the load generator.
+    #[arg(long, default_value_t = 0)]
+    generator_cpu: usize,
+    /// Seconds per search step.
+    #[arg(long, default_value_t = 3)]
+    step_secs: u64,
+    /// Most search steps.
+    #[arg(long, default_value_t = 10)]
+    max_steps: u32,
+    /// Seconds of overload (2x max) and of recovery (half max).
+    #[arg(long, default_value_t = 10)]
+    overload_secs: u64,
+    /// Skip rtpengine (for a quick look at relayd alone).
+    #[arg(long)]
+    skip_rtpengine: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     setup::run()?;
     match &args.target {
+        BenchTarget::Socket(bench) => socket_bench(bench),
         BenchTarget::Srtp {
             cpu,
             packets,
@@ -82,6 +119,301 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 )?;
             }
             Ok(())
+        }
+    }
+}
+
+const RELAYD_API: &str = "127.0.0.1:18790";
+const RTPENGINE_NG: &str = "127.0.0.1:22290";
+const BENCH_TOKEN: &str = "bench-token-0123456789abcdef";
+
+/// A child process killed (and waited for) on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One relay under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relay {
+    Relayd,
+    Rtpengine,
+}
+
+impl Relay {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Relayd => "relayd (socket datapath)",
+            Self::Rtpengine => "sipwise rtpengine 10.5 (userspace)",
+        }
+    }
+}
+
+/// What one relay achieved.
+#[derive(Debug, Default)]
+struct Results {
+    plain: Option<serde_json::Value>,
+    srtp: Option<serde_json::Value>,
+    overload: Option<serde_json::Value>,
+}
+
+fn socket_bench(bench: &SocketBench) -> Result<()> {
+    run_step(
+        "cargo build --release (relayd, relay-loadgen)",
+        Command::new("cargo").args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "relay-userspace",
+            "--bin",
+            "relayd",
+            "-p",
+            "tests",
+            "--bin",
+            "relay-loadgen",
+        ]),
+    )?;
+    let release = workspace_root().join("target/release");
+    let out_dir = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut all = Vec::new();
+    for relay in [Relay::Relayd, Relay::Rtpengine] {
+        if relay == Relay::Rtpengine && bench.skip_rtpengine {
+            continue;
+        }
+        println!("==> {}", relay.name());
+        let results = measure(relay, bench, &release, &out_dir)?;
+        all.push((relay, results));
+    }
+    print_tables(bench, &all);
+    Ok(())
+}
+
+fn start_relay(relay: Relay, bench: &SocketBench, release: &Path) -> Result<Guard> {
+    let cpu = bench.relay_cpu.to_string();
+    let child = match relay {
+        Relay::Relayd => Command::new("taskset")
+            .args(["-c", &cpu])
+            .arg(release.join("relayd"))
+            .args([
+                "--workers",
+                "1",
+                "--cpus",
+                &cpu,
+                "--http-listen",
+                RELAYD_API,
+                "--token-file",
+                "/dev/null",
+            ])
+            .env("RELAYD_TOKEN", BENCH_TOKEN)
+            .env("RELAYD_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting relayd")?,
+        Relay::Rtpengine => Command::new("taskset")
+            .args(["-c", &cpu, "rtpengine"])
+            .args([
+                "--config-file=none",
+                "--foreground",
+                "--table=-1",
+                "--interface=127.0.0.1",
+                &format!("--listen-ng={RTPENGINE_NG}"),
+                "--port-min=40000",
+                "--port-max=49999",
+                "--delete-delay=0",
+                "--num-threads=1",
+                "--log-level=3",
+                "--log-stderr",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting rtpengine (Debian rtpengine-daemon; `cargo xtask setup` installs it)")?,
+    };
+    let guard = Guard(child);
+    // Ready when its control port answers (relayd: TCP connect; rtpengine: an NG ping).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = match relay {
+            Relay::Relayd => std::net::TcpStream::connect(RELAYD_API).is_ok(),
+            Relay::Rtpengine => ng_ping(),
+        };
+        if ready {
+            return Ok(guard);
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not come up within 10 s", relay.name());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether rtpengine answers an NG `ping` with `pong`.
+fn ng_ping() -> bool {
+    let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
+    if socket.send_to(b"xtask1 d7:command4:pinge", RTPENGINE_NG).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 256];
+    socket
+        .recv(&mut buf)
+        .is_ok_and(|n| buf[..n].windows(4).any(|w| w == b"pong"))
+}
+
+fn loadgen(relay: Relay, bench: &SocketBench, release: &Path, extra: &[String]) -> Result<serde_json::Value> {
+    let control: Vec<String> = match relay {
+        Relay::Relayd => vec!["--api".into(), format!("http://{RELAYD_API}")],
+        Relay::Rtpengine => vec!["--ng".into(), RTPENGINE_NG.into()],
+    };
+    let cpu = bench.generator_cpu.to_string();
+    let output = Command::new(release.join("relay-loadgen"))
+        .args(&control)
+        .args(["--calls", &bench.calls.to_string(), "--cpu", &cpu, "--rx-cpu", &cpu, "--json", "-q"])
+        .args(extra)
+        .env("RELAYD_TOKEN", BENCH_TOKEN)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running relay-loadgen")?;
+    if !output.status.success() {
+        bail!("relay-loadgen failed ({})", output.status);
+    }
+    serde_json::from_slice(&output.stdout).context("relay-loadgen's JSON")
+}
+
+fn measure(relay: Relay, bench: &SocketBench, release: &Path, out_dir: &Path) -> Result<Results> {
+    let _guard = start_relay(relay, bench, release)?;
+    let search = |plain: bool| -> Result<serde_json::Value> {
+        let mut extra = vec![
+            "--find-max".to_owned(),
+            "--step-secs".to_owned(),
+            bench.step_secs.to_string(),
+            "--max-steps".to_owned(),
+            bench.max_steps.to_string(),
+        ];
+        if plain {
+            extra.push("--plain".to_owned());
+        }
+        loadgen(relay, bench, release, &extra)
+    };
+    let plain = search(true)?;
+    println!("    plain: {}", summary(&plain));
+    let srtp = search(false)?;
+    println!("    srtp<->rtp: {}", summary(&srtp));
+    let overload = match srtp["result"]["pps_per_stream"].as_u64() {
+        Some(per_stream) => {
+            let report = loadgen(
+                relay,
+                bench,
+                release,
+                &[
+                    "--overload".to_owned(),
+                    per_stream.to_string(),
+                    "--overload-secs".to_owned(),
+                    bench.overload_secs.to_string(),
+                    "--recover-secs".to_owned(),
+                    bench.overload_secs.to_string(),
+                ],
+            )?;
+            println!(
+                "    overload: streams alive after recovery {} of {}",
+                report["overload"]["recovery"]["streams_alive"], report["overload"]["recovery"]["streams_total"]
+            );
+            Some(report)
+        }
+        None => None,
+    };
+    let results = Results {
+        plain: Some(plain),
+        srtp: Some(srtp),
+        overload,
+    };
+    let file: PathBuf = out_dir.join(format!(
+        "socket-{}.json",
+        match relay {
+            Relay::Relayd => "relayd",
+            Relay::Rtpengine => "rtpengine",
+        }
+    ));
+    std::fs::write(
+        &file,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "plain": results.plain,
+            "srtp": results.srtp,
+            "overload": results.overload,
+        }))?,
+    )?;
+    Ok(results)
+}
+
+fn summary(report: &serde_json::Value) -> String {
+    let r = &report["result"];
+    format!(
+        "max clean {} pps, p50 {} us, p99 {} us",
+        r["max_clean_pps"].as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+        r["latency_us"]["p50"],
+        r["latency_us"]["p99"],
+    )
+}
+
+fn pps(report: Option<&serde_json::Value>) -> Option<f64> {
+    report?["result"]["max_clean_pps"].as_f64()
+}
+
+fn print_tables(bench: &SocketBench, all: &[(Relay, Results)]) {
+    println!();
+    println!(
+        "{} calls, 172-byte RTP, relay on CPU {}, generator on CPU {}, loss <= 0.1%",
+        bench.calls, bench.relay_cpu, bench.generator_cpu
+    );
+    println!();
+    println!("| relay | media | max clean pps | calls at 50 pps/direction | p50 us | p99 us |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (relay, results) in all {
+        for (media, report) in [("plain RTP", &results.plain), ("SRTP<->RTP", &results.srtp)] {
+            let Some(report) = report else { continue };
+            let r = &report["result"];
+            let max = r["max_clean_pps"].as_f64().unwrap_or(0.0);
+            println!(
+                "| {} | {media} | {max:.0} | {:.0} | {} | {} |",
+                relay.name(),
+                max / 100.0,
+                r["latency_us"]["p50"],
+                r["latency_us"]["p99"]
+            );
+        }
+    }
+    if let [(_, ours), (_, theirs)] = all {
+        for (media, a, b) in [
+            ("plain RTP", pps(ours.plain.as_ref()), pps(theirs.plain.as_ref())),
+            ("SRTP<->RTP", pps(ours.srtp.as_ref()), pps(theirs.srtp.as_ref())),
+        ] {
+            if let (Some(a), Some(b)) = (a, b) {
+                println!("relayd vs rtpengine, {media}: {:.2}x", a / b);
+            }
+        }
+    }
+    println!();
+    println!("| relay | overload pps/stream | streams | alive after recovery | dead |");
+    println!("|---|---:|---:|---:|---:|");
+    for (relay, results) in all {
+        if let Some(report) = &results.overload {
+            let o = &report["overload"];
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                relay.name(),
+                o["pps_per_stream"],
+                o["recovery"]["streams_total"],
+                o["recovery"]["streams_alive"],
+                o["recovery"]["streams_dead"]
+            );
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   an independent SRTP peer.
 //! - [`loadgen`]: the RTP/SRTP load generator behind the `relay-loadgen` binary (relayd's HTTP
 //!   API or the NG protocol for call setup, paced RTP both ways, verification, loss and
-//!   latency reports, a search for the highest clean rate).
+//!   latency reports, a search for the highest clean rate, an overload-then-recovery run that
+//!   counts the streams still alive).
 //!
 //! Traffic from these helpers only ever goes to 127.0.0.0/8 or inside the test's own namespaces.
 

@@ -233,7 +233,9 @@ fn start_relay(relay: Relay, bench: &SocketBench, release: &Path) -> Result<Guar
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting rtpengine (Debian rtpengine-daemon; `cargo xtask setup` installs it)")?,
+            .context(
+                "starting rtpengine (Debian rtpengine-daemon; `cargo xtask setup` installs it)",
+            )?,
     };
     let guard = Guard(child);
     // Ready when its control port answers (relayd: TCP connect; rtpengine: an NG ping).
@@ -259,7 +261,10 @@ fn ng_ping() -> bool {
         return false;
     };
     let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
-    if socket.send_to(b"xtask1 d7:command4:pinge", RTPENGINE_NG).is_err() {
+    if socket
+        .send_to(b"xtask1 d7:command4:pinge", RTPENGINE_NG)
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 256];
@@ -268,7 +273,12 @@ fn ng_ping() -> bool {
         .is_ok_and(|n| buf[..n].windows(4).any(|w| w == b"pong"))
 }
 
-fn loadgen(relay: Relay, bench: &SocketBench, release: &Path, extra: &[String]) -> Result<serde_json::Value> {
+fn loadgen(
+    relay: Relay,
+    bench: &SocketBench,
+    release: &Path,
+    extra: &[String],
+) -> Result<serde_json::Value> {
     let control: Vec<String> = match relay {
         Relay::Relayd => vec!["--api".into(), format!("http://{RELAYD_API}")],
         Relay::Rtpengine => vec!["--ng".into(), RTPENGINE_NG.into()],
@@ -276,7 +286,16 @@ fn loadgen(relay: Relay, bench: &SocketBench, release: &Path, extra: &[String]) 
     let cpu = bench.generator_cpu.to_string();
     let output = Command::new(release.join("relay-loadgen"))
         .args(&control)
-        .args(["--calls", &bench.calls.to_string(), "--cpu", &cpu, "--rx-cpu", &cpu, "--json", "-q"])
+        .args([
+            "--calls",
+            &bench.calls.to_string(),
+            "--cpu",
+            &cpu,
+            "--rx-cpu",
+            &cpu,
+            "--json",
+            "-q",
+        ])
         .args(extra)
         .env("RELAYD_TOKEN", BENCH_TOKEN)
         .stderr(Stdio::inherit())
@@ -324,7 +343,8 @@ fn measure(relay: Relay, bench: &SocketBench, release: &Path, out_dir: &Path) ->
             )?;
             println!(
                 "    overload: streams alive after recovery {} of {}",
-                report["overload"]["recovery"]["streams_alive"], report["overload"]["recovery"]["streams_total"]
+                report["overload"]["recovery"]["streams_alive"],
+                report["overload"]["recovery"]["streams_total"]
             );
             Some(report)
         }
@@ -357,7 +377,9 @@ fn summary(report: &serde_json::Value) -> String {
     let r = &report["result"];
     format!(
         "max clean {} pps, p50 {} us, p99 {} us",
-        r["max_clean_pps"].as_f64().map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+        r["max_clean_pps"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
         r["latency_us"]["p50"],
         r["latency_us"]["p99"],
     )
@@ -392,8 +414,16 @@ fn print_tables(bench: &SocketBench, all: &[(Relay, Results)]) {
     }
     if let [(_, ours), (_, theirs)] = all {
         for (media, a, b) in [
-            ("plain RTP", pps(ours.plain.as_ref()), pps(theirs.plain.as_ref())),
-            ("SRTP<->RTP", pps(ours.srtp.as_ref()), pps(theirs.srtp.as_ref())),
+            (
+                "plain RTP",
+                pps(ours.plain.as_ref()),
+                pps(theirs.plain.as_ref()),
+            ),
+            (
+                "SRTP<->RTP",
+                pps(ours.srtp.as_ref()),
+                pps(theirs.srtp.as_ref()),
+            ),
         ] {
             if let (Some(a), Some(b)) = (a, b) {
                 println!("relayd vs rtpengine, {media}: {:.2}x", a / b);

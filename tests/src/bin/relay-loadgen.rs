@@ -1,10 +1,13 @@
 //! `relay-loadgen`: sets up N calls on a media relay (relayd's HTTP API or the NG protocol),
 //! sends paced RTP both ways with SRTP on one leg, verifies what comes back and reports rates,
-//! loss and one-way latency; `--find-max` searches for the highest clean rate.
+//! loss and one-way latency; `--find-max` searches for the highest clean rate; `--overload`
+//! drives the same calls at twice a rate, then at half of it, and counts the streams still
+//! alive at the end.
 //!
 //! ```text
 //! relay-loadgen --ng 127.0.0.1:2223 --calls 200 --pps 50 --duration 10 --cpu 0 --rx-cpu 0 --json
 //! relay-loadgen --api http://127.0.0.1:8740 --token "$RELAYD_TOKEN" --find-max --calls 200
+//! relay-loadgen --ng 127.0.0.1:2223 --calls 200 --overload 400 --json
 //! ```
 
 use std::{
@@ -15,7 +18,7 @@ use std::{
 
 use clap::{ArgGroup, Parser};
 use srtp::Suite;
-use tests::loadgen::{self, Config, Control, FindMaxParams, Token};
+use tests::loadgen::{self, Config, Control, FindMaxParams, OverloadParams, Token};
 
 /// RTP/SRTP load generator for media relays (relayd, rtpengine, our NG controller).
 ///
@@ -82,7 +85,7 @@ struct Args {
     /// Search for the highest per-stream rate (--calls fixed) with loss <= --max-loss:
     /// double the rate while clean, then bisect; each step sets up fresh calls (with rtpengine,
     /// run it with --delete-delay=0 so deleted calls free their ports at once).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overload")]
     find_max: bool,
     /// Measured seconds per find-max step.
     #[arg(long, default_value = "3", value_name = "SECS", value_parser = parse_secs, requires = "find_max")]
@@ -90,6 +93,22 @@ struct Args {
     /// Most find-max steps.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=i64::from(loadgen::MAX_STEPS)), requires = "find_max")]
     max_steps: u32,
+    /// Overload, then recovery, on the same calls (set up once): --overload-secs at twice this
+    /// per-stream rate (e.g. the relay's max clean rate from --find-max), then --recover-secs at
+    /// half of it; reports both phases and the streams alive (>= 90 % delivered) and dead
+    /// (nothing delivered) in the last --alive-window-secs. A --warmup runs at this rate.
+    #[arg(long, value_name = "PPS_PER_STREAM", value_parser = clap::value_parser!(u64).range(2..=loadgen::MAX_PPS / 2), conflicts_with_all = ["pps", "duration"])]
+    overload: Option<u64>,
+    /// Seconds at twice the --overload rate.
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs, requires = "overload")]
+    overload_secs: Duration,
+    /// Seconds at half the --overload rate, right after the overload.
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_secs, requires = "overload")]
+    recover_secs: Duration,
+    /// The final stretch of the recovery in which streams are judged alive or dead, in seconds.
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_secs, requires = "overload")]
+    alive_window_secs: Duration,
+
     /// Highest loss ratio of a clean find-max step (0.001 = 0.1 %).
     #[arg(long, default_value_t = 0.001, value_parser = parse_ratio)]
     max_loss: f64,
@@ -153,6 +172,7 @@ fn config(args: &Args) -> Config {
     config.tx_cpu = args.cpu;
     config.rx_cpu = args.rx_cpu;
     config.progress = !args.quiet;
+    config.alive_window = args.alive_window_secs;
     config
 }
 
@@ -165,6 +185,14 @@ fn run(args: &Args) -> Result<(), loadgen::LoadgenError> {
             max_loss: args.max_loss,
         };
         let report = loadgen::find_max(&config, &params)?;
+        (report.summary(), serde_json::to_string_pretty(&report))
+    } else if let Some(pps_per_stream) = args.overload {
+        let params = OverloadParams {
+            pps_per_stream,
+            overload: args.overload_secs,
+            recover: args.recover_secs,
+        };
+        let report = loadgen::overload(&config, &params)?;
         (report.summary(), serde_json::to_string_pretty(&report))
     } else {
         let report = loadgen::run(&config)?;

@@ -12,9 +12,15 @@
 //!
 //! Both threads read one clock (`Instant`, `CLOCK_MONOTONIC`) relative to a shared start, so a
 //! packet's one-way latency is its receive time minus the send time written in its payload.
+//!
+//! A drive runs one or more phases back to back on the same streams ([`PhasePlan`]): the pacer
+//! changes rate at a phase boundary, and sequence numbers, packet indices and SRTP contexts run
+//! on. Each phase is tallied on its own (a packet belongs to the phase of its index), and the
+//! packets due in a final window of the last phase are counted per stream on both sides.
 
 use std::{
     net::UdpSocket,
+    ops::Range,
     os::fd::AsRawFd,
     slice,
     sync::{
@@ -30,9 +36,9 @@ use srtp::{Batch, BatchPacket, Context};
 use super::{
     error::LoadgenError,
     net::{pin_current_thread, Epoll, MmsgReceiver, MmsgSender, SLOT},
-    pacer::{Schedule, NANOS_PER_SEC},
-    payload::{self, Direction, Mismatch, StreamIdentity},
-    stats::{Arrival, ReceiveTally, SendTally, SequenceTracker, Tallies},
+    pacer::{Phase, PhasePlan, NANOS_PER_SEC},
+    payload::{self, Direction, StreamIdentity},
+    stats::{ReceiveLedger, ReceiveTally, SendTally, Tallies, WindowCounter},
 };
 
 /// Most packets of one stream built, protected and sent together (one `sendmmsg`).
@@ -65,15 +71,27 @@ impl Media {
     }
 }
 
+/// One phase of a drive: every stream at one rate for a while.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseParams {
+    /// Its name in progress lines (empty: none).
+    pub name: &'static str,
+    /// Packets per second per stream.
+    pub pps: u64,
+    /// Its sending time.
+    pub duration: Duration,
+    /// Whether it is tallied (a warm-up is not).
+    pub measured: bool,
+}
+
 /// How to drive one run.
 #[derive(Clone, Debug)]
 pub struct DriveParams {
-    /// Packets per second per stream.
-    pub pps: u64,
-    /// Measured sending time.
-    pub duration: Duration,
-    /// Sending time before the measured window (not counted).
-    pub warmup: Duration,
+    /// The phases, run back to back on the same streams; at least one is measured.
+    pub phases: Vec<PhaseParams>,
+    /// Per stream, count the packets sent and received among those due in this final stretch
+    /// of the last phase (zero: count none).
+    pub window: Duration,
     /// Time to keep receiving after the last send.
     pub drain: Duration,
     /// RTP payload bytes.
@@ -88,14 +106,52 @@ pub struct DriveParams {
     pub progress: Option<String>,
 }
 
+impl DriveParams {
+    /// The phases placed for `streams` streams, and the per-stream packet indices of the final
+    /// window.
+    fn plan(&self, streams: usize) -> Result<(PhasePlan, Range<u64>), LoadgenError> {
+        if streams == 0
+            || self.phases.iter().any(|p| p.pps == 0)
+            || !self.phases.iter().any(|p| p.measured)
+        {
+            return Err(LoadgenError::config("nothing to send"));
+        }
+        let phases: Vec<Phase> = self
+            .phases
+            .iter()
+            .map(|p| Phase {
+                rate: p.pps,
+                duration_ns: duration_ns(p.duration),
+            })
+            .collect();
+        let plan = PhasePlan::new(streams as u64, &phases);
+        let window = match plan.phases().last() {
+            Some(last) if !self.window.is_zero() => last.tail(duration_ns(self.window)),
+            _ => 0..0,
+        };
+        Ok((plan, window))
+    }
+}
+
+/// What a drive measured in one phase.
+#[derive(Clone, Debug)]
+pub struct PhaseOutcome {
+    /// The tallies of the packets of the phase.
+    pub tallies: Tallies,
+    /// The phase's sending time: the configured duration, plus how late the sender was with
+    /// its last packet (beyond wake-up jitter) when it fell behind.
+    pub duration_s: f64,
+}
+
 /// What a drive measured.
 #[derive(Clone, Debug)]
 pub struct DriveOutcome {
-    /// The tallies.
-    pub tallies: Tallies,
-    /// The measured window: the configured duration, plus how late the sender was with its
-    /// last packet (beyond wake-up jitter) when it fell behind.
-    pub duration_s: f64,
+    /// The measured phases, in order.
+    pub phases: Vec<PhaseOutcome>,
+    /// Per stream: packets of the final window sent.
+    pub window_sent: WindowCounter,
+    /// Per stream: unique packets of the final window received intact.
+    pub window_received: WindowCounter,
 }
 
 /// Counters both threads bump and the progress display reads.
@@ -115,14 +171,9 @@ fn duration_ns(d: Duration) -> u64 {
 
 /// Runs the traffic of `params` over `media` and returns what was measured.
 pub fn drive(media: &mut Media, params: &DriveParams) -> Result<DriveOutcome, LoadgenError> {
-    let calls = media.calls();
-    if calls == 0 || params.pps == 0 {
-        return Err(LoadgenError::config("nothing to send"));
-    }
-    let streams = calls as u64 * 2;
-    let warmup_packets = Schedule::packets_in(params.pps, duration_ns(params.warmup));
-    let measured_packets = Schedule::packets_in(params.pps, duration_ns(params.duration)).max(1);
-    let schedule = Schedule::new(params.pps, streams, warmup_packets + measured_packets);
+    let streams = media.calls() * 2;
+    let (plan, window) = params.plan(streams)?;
+    let measured: Vec<bool> = params.phases.iter().map(|p| p.measured).collect();
     let tick_ns = duration_ns(params.tick).max(1);
     let live = Live::default();
     let stop = AtomicBool::new(false);
@@ -135,6 +186,8 @@ pub fn drive(media: &mut Media, params: &DriveParams) -> Result<DriveOutcome, Lo
     } = media;
     let sockets: &[[UdpSocket; 2]] = sockets;
     let identities: &[[StreamIdentity; 2]] = identities;
+    let ledger = ReceiveLedger::new(plan.clone(), measured.clone(), streams, window.clone());
+    let outcome = SenderOutcome::new(plan.phases().len(), streams, window);
 
     thread::scope(|scope| {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), LoadgenError>>();
@@ -149,28 +202,28 @@ pub fn drive(media: &mut Media, params: &DriveParams) -> Result<DriveOutcome, Lo
                 .name("loadgen-rx".into())
                 .spawn_scoped(scope, move || {
                     let Some(start) = pin_and_wait("receiver", cpu, &ready, &go_recv_rx) else {
-                        return Ok([ReceiveTally::default(), ReceiveTally::default()]);
+                        return Ok(None);
                     };
-                    Receiver::new(sockets, identities, rx, srtp, payload_len, warmup_packets)
+                    Receiver::new(sockets, identities, rx, srtp, payload_len, ledger)
                         .run(start, stop, live)
+                        .map(Some)
                 })
                 .map_err(|_| LoadgenError::Thread("receiver"))?
         };
         let sender = {
             let live = &live;
             let (cpu, payload_len) = (params.tx_cpu, params.payload_len);
+            let (plan, measured) = (plan.clone(), measured.clone());
             thread::Builder::new()
                 .name("loadgen-tx".into())
                 .spawn_scoped(scope, move || {
-                    let Some(start) = pin_and_wait("sender", cpu, &ready_tx, &go_send_rx) else {
-                        return SenderOutcome::default();
-                    };
-                    let mut sender = Sender::new(sockets, identities, tx, srtp, schedule);
-                    sender.warmup_packets = warmup_packets;
+                    let start = pin_and_wait("sender", cpu, &ready_tx, &go_send_rx)?;
+                    let mut sender = Sender::new(sockets, identities, tx, srtp, plan, outcome);
+                    sender.measured = measured;
                     sender.payload_len = payload_len;
                     sender.tick_ns = tick_ns;
                     sender.run(start, live);
-                    sender.outcome
+                    Some(sender.outcome)
                 })
                 .map_err(|_| LoadgenError::Thread("sender"))?
         };
@@ -195,31 +248,60 @@ pub fn drive(media: &mut Media, params: &DriveParams) -> Result<DriveOutcome, Lo
         let _ = go_send.send(Some(start));
 
         let mut display = Progress::new(start, params.progress.as_deref(), &live);
+        display.phases = Some((&plan, &params.phases));
         display.until(|| sender.is_finished());
-        let sent = sender.join().map_err(|_| LoadgenError::Thread("sender"))?;
+        let sent = sender
+            .join()
+            .map_err(|_| LoadgenError::Thread("sender"))?
+            .ok_or(LoadgenError::Thread("sender"))?;
         let drain_until = Instant::now() + params.drain;
         display.until(|| Instant::now() >= drain_until);
         stop.store(true, Ordering::Release);
-        let received = receiver
+        let ledger = receiver
             .join()
-            .map_err(|_| LoadgenError::Thread("receiver"))??;
-
-        // The schedule spreads the measured packets over exactly `duration`; a sender that
-        // fell behind spread them over longer. Lateness within two ticks is wake-up jitter.
-        let lateness_ns = sent
-            .last_send_ns
-            .saturating_sub(schedule.end_ns())
-            .saturating_sub(2 * tick_ns);
-        #[allow(clippy::cast_precision_loss)]
-        let duration_s = params.duration.as_secs_f64() + lateness_ns as f64 / 1e9;
+            .map_err(|_| LoadgenError::Thread("receiver"))??
+            .ok_or(LoadgenError::Thread("receiver"))?;
+        let (received, window_received) = ledger.into_parts();
         Ok(DriveOutcome {
-            tallies: Tallies {
-                send: sent.tally,
-                receive: received,
-            },
-            duration_s,
+            phases: measured_outcomes(&plan, &params.phases, &sent, &received, tick_ns),
+            window_sent: sent.window,
+            window_received,
         })
     })
+}
+
+/// The outcome of each measured phase, from the sender's and the receiver's tallies (by
+/// phase).
+fn measured_outcomes(
+    plan: &PhasePlan,
+    phases: &[PhaseParams],
+    sent: &SenderOutcome,
+    received: &[[ReceiveTally; 2]],
+    tick_ns: u64,
+) -> Vec<PhaseOutcome> {
+    plan.phases()
+        .iter()
+        .zip(phases)
+        .enumerate()
+        .filter(|(_, (_, p))| p.measured)
+        .map(|(i, (placed, p))| {
+            // The schedule spreads a phase's packets over exactly its duration; a sender that
+            // fell behind spread them over longer. Lateness within two ticks is wake-up
+            // jitter.
+            let lateness_ns = sent.last_send_ns[i]
+                .saturating_sub(placed.last_due_ns())
+                .saturating_sub(2 * tick_ns);
+            #[allow(clippy::cast_precision_loss)]
+            let duration_s = p.duration.as_secs_f64() + lateness_ns as f64 / 1e9;
+            PhaseOutcome {
+                tallies: Tallies {
+                    send: sent.tallies[i],
+                    receive: received[i].clone(),
+                },
+                duration_s,
+            }
+        })
+        .collect()
 }
 
 /// A worker's start-up: pins the thread (if asked), reports the result, and waits for the
@@ -246,6 +328,8 @@ struct Progress<'a> {
     start: Instant,
     label: Option<&'a str>,
     live: &'a Live,
+    /// The plan and the phases, to name the phase in progress.
+    phases: Option<(&'a PhasePlan, &'a [PhaseParams])>,
     next_ns: u64,
     last_sent: u64,
     last_received: u64,
@@ -257,6 +341,7 @@ impl<'a> Progress<'a> {
             start,
             label,
             live,
+            phases: None,
             next_ns: NANOS_PER_SEC,
             last_sent: 0,
             last_received: 0,
@@ -285,8 +370,14 @@ impl<'a> Progress<'a> {
         let loss = super::stats::ratio(sent.saturating_sub(received), sent) * 100.0;
         #[allow(clippy::cast_precision_loss)]
         let elapsed = now as f64 / 1e9;
+        let phase = self
+            .phases
+            .map(|(plan, params)| params[plan.phase_at(now)].name)
+            .filter(|name| !name.is_empty())
+            .map_or_else(String::new, |name| format!(" {name}:"));
         eprintln!(
-            "{label}[{elapsed:6.1} s] offered {:>8} pps  received {:>8} pps  loss so far {loss:.3}%",
+            "{label}[{elapsed:6.1} s]{phase} offered {:>8} pps  received {:>8} pps  loss so far \
+             {loss:.3}%",
             sent.saturating_sub(self.last_sent),
             received.saturating_sub(self.last_received),
         );
@@ -295,11 +386,25 @@ impl<'a> Progress<'a> {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// What the sender counted.
+#[derive(Clone, Debug)]
 struct SenderOutcome {
-    tally: [SendTally; 2],
-    /// When the last measured packet left, in ns since the start.
-    last_send_ns: u64,
+    /// Per phase, by [`Direction::index`].
+    tallies: Vec<[SendTally; 2]>,
+    /// Per phase: when its last packet left, in ns since the start.
+    last_send_ns: Vec<u64>,
+    /// Per stream: packets of the final window sent.
+    window: WindowCounter,
+}
+
+impl SenderOutcome {
+    fn new(phases: usize, streams: usize, window: Range<u64>) -> Self {
+        Self {
+            tallies: vec![[SendTally::default(); 2]; phases],
+            last_send_ns: vec![0; phases],
+            window: WindowCounter::new(streams, window),
+        }
+    }
 }
 
 /// One packet in the sender's pool.
@@ -308,9 +413,20 @@ struct Entry {
     call: usize,
     direction: Direction,
     len: usize,
-    measured: bool,
+    /// Its phase.
+    phase: usize,
+    /// Its per-stream index.
+    index: u64,
     /// Protection succeeded (or was not needed).
     ok: bool,
+    /// The kernel took it.
+    sent: bool,
+}
+
+impl Entry {
+    fn stream(&self) -> usize {
+        self.call * 2 + self.direction.index()
+    }
 }
 
 struct Sender<'a> {
@@ -318,8 +434,9 @@ struct Sender<'a> {
     identities: &'a [[StreamIdentity; 2]],
     tx: &'a mut [Context],
     srtp: bool,
-    schedule: Schedule,
-    warmup_packets: u64,
+    plan: PhasePlan,
+    /// Per phase: whether its packets count toward the live progress line.
+    measured: Vec<bool>,
     payload_len: usize,
     tick_ns: u64,
     pool: Box<[u8]>,
@@ -335,34 +452,44 @@ impl<'a> Sender<'a> {
         identities: &'a [[StreamIdentity; 2]],
         tx: &'a mut [Context],
         srtp: bool,
-        schedule: Schedule,
+        plan: PhasePlan,
+        outcome: SenderOutcome,
     ) -> Self {
         Self {
             sockets,
             identities,
             tx,
             srtp,
-            schedule,
-            warmup_packets: 0,
+            measured: vec![true; plan.phases().len()],
+            plan,
             payload_len: payload::MIN_PAYLOAD,
             tick_ns: NANOS_PER_SEC / 1000,
             pool: vec![0; POOL * SLOT].into_boxed_slice(),
             entries: Vec::with_capacity(POOL),
             batch: Batch::with_capacity(POOL, SLOT),
             mmsg: MmsgSender::new(),
-            outcome: SenderOutcome::default(),
+            outcome,
         }
     }
 
+    /// Sends every phase's packets on schedule. Bounded: each pass sends what is due (at most
+    /// `max_pass` packets), and a phase ends once its last packet (a fixed count) is sent or,
+    /// for all but the last, after the first pass that starts once its time is up
+    /// ([`PhasePlan::is_done`]).
     fn run(&mut self, start: Instant, live: &Live) {
         let wait = start.saturating_duration_since(Instant::now());
         thread::sleep(wait);
         let streams = self.identities.len() as u64 * 2;
-        let total = self.schedule.total();
+        // Most packets sent in one pass: a sender that fell behind sends its backlog in
+        // passes this size, checking the clock between them (so a phase whose time is up is
+        // left on time).
+        let max_pass = streams * POOL as u64;
+        let mut phase_index = 0;
         let mut sent = 0;
-        loop {
+        while let Some(&phase) = self.plan.phases().get(phase_index) {
             let now = ns_since(start);
-            let due = self.schedule.due_range(sent, now);
+            let owed = phase.due_range(sent, now);
+            let due = owed.start..owed.end.min(owed.start + max_pass);
             // Stream by stream: stamp, build, protect and send each stream's due packets
             // together, so the send time in a payload is at most one small batch old when the
             // packet leaves (one batch across streams would add the sending time of every
@@ -370,17 +497,17 @@ impl<'a> Sender<'a> {
             if due.end - due.start < streams {
                 // Each stream owes at most one packet: take them in schedule order.
                 for g in due.clone() {
-                    let (stream, index) = self.schedule.split(g);
-                    self.build(stream, index, start);
+                    let (stream, index) = phase.packet(g);
+                    self.build(phase_index, stream, index, start);
                     self.flush(start, live);
                 }
             } else {
                 // Every stream owes at least one: send each stream's share as a batch.
                 for stream in 0..streams {
-                    let from = self.schedule.stream_count_before(stream, due.start);
-                    let to = self.schedule.stream_count_before(stream, due.end);
+                    let from = phase.index_before(stream, due.start);
+                    let to = phase.index_before(stream, due.end);
                     for index in from..to {
-                        self.build(stream, index, start);
+                        self.build(phase_index, stream, index, start);
                         if self.entries.len() == POOL {
                             self.flush(start, live);
                         }
@@ -389,8 +516,17 @@ impl<'a> Sender<'a> {
                 }
             }
             sent = due.end;
-            if sent >= total {
-                break;
+            // Checked after the pass, so a sender that woke after the phase's time was up
+            // still sends what fell due before (one pass); only a longer backlog is left.
+            if self.plan.is_done(phase_index, sent, now) {
+                // The next phase at once: a sender that ran late owes some of it already.
+                phase_index += 1;
+                sent = 0;
+                continue;
+            }
+            if due.end < owed.end {
+                // Behind: the next pass at once.
+                continue;
             }
             let wake = (now / self.tick_ns + 1) * self.tick_ns;
             let left = wake.saturating_sub(ns_since(start));
@@ -400,7 +536,7 @@ impl<'a> Sender<'a> {
         }
     }
 
-    fn build(&mut self, stream: u64, index: u64, start: Instant) {
+    fn build(&mut self, phase: usize, stream: u64, index: u64, start: Instant) {
         // stream < 2 * calls, which is a usize.
         #[allow(clippy::cast_possible_truncation)]
         let (call, direction) = (
@@ -419,8 +555,10 @@ impl<'a> Sender<'a> {
             call,
             direction,
             len,
-            measured: index >= self.warmup_packets,
+            phase,
+            index,
             ok: true,
+            sent: false,
         });
     }
 
@@ -431,7 +569,6 @@ impl<'a> Sender<'a> {
         if self.srtp {
             self.protect();
         }
-        let sent_before = self.sent_total();
         let mut i = 0;
         while i < self.entries.len() {
             let first = self.entries[i];
@@ -442,16 +579,18 @@ impl<'a> Sender<'a> {
             self.send_run(i, run_end);
             i = run_end;
         }
-        let sent = self.sent_total() - sent_before;
-        if sent > 0 {
-            self.outcome.last_send_ns = ns_since(start);
-            live.sent.fetch_add(sent, Ordering::Relaxed);
+        let now = ns_since(start);
+        let mut measured_sent = 0;
+        for entry in self.entries.iter().filter(|e| e.sent) {
+            self.outcome.last_send_ns[entry.phase] = now;
+            if self.measured[entry.phase] {
+                measured_sent += 1;
+            }
+        }
+        if measured_sent > 0 {
+            live.sent.fetch_add(measured_sent, Ordering::Relaxed);
         }
         self.entries.clear();
-    }
-
-    fn sent_total(&self) -> u64 {
-        self.outcome.tally.iter().map(|t| t.sent).sum()
     }
 
     /// Protects the A-to-B packets of the pool in one batch.
@@ -480,27 +619,29 @@ impl<'a> Sender<'a> {
         }
     }
 
-    /// Sends entries `from..to` (one stream, so one socket), counting what went out.
+    /// Sends entries `from..to` (one stream, so one socket), counting what went out in the
+    /// tally of each packet's phase and in the stream's window count.
     fn send_run(&mut self, from: usize, to: usize) {
         let first = self.entries[from];
         let socket = &self.sockets[first.call][match first.direction {
             Direction::AToB => 0,
             Direction::BToA => 1,
         }];
-        let tally = &mut self.outcome.tally[first.direction.index()];
+        let outcome = &mut self.outcome;
+        let direction = first.direction.index();
         // Refused by SRTP: never sent.
         for entry in &self.entries[from..to] {
-            if !entry.ok && entry.measured {
-                tally.send_errors += 1;
+            if !entry.ok {
+                outcome.tallies[entry.phase][direction].send_errors += 1;
             }
         }
         let mut packets: [&[u8]; POOL] = [&[]; POOL];
-        let mut measured = [false; POOL];
+        let mut slots = [0_usize; POOL];
         let mut count = 0;
         for (slot, entry) in self.entries.iter().enumerate().take(to).skip(from) {
             if entry.ok {
                 packets[count] = &self.pool[slot * SLOT..slot * SLOT + entry.len];
-                measured[count] = entry.measured;
+                slots[count] = slot;
                 count += 1;
             }
         }
@@ -510,13 +651,17 @@ impl<'a> Sender<'a> {
                 Ok(0) | Err(_) => {
                     // The first datagram failed (e.g. ICMP port unreachable came back, or
                     // ENOBUFS): count it and go on with the rest.
-                    if measured[done] {
-                        tally.send_errors += 1;
-                    }
+                    let entry = &self.entries[slots[done]];
+                    outcome.tallies[entry.phase][direction].send_errors += 1;
                     done += 1;
                 }
                 Ok(n) => {
-                    tally.sent += measured[done..done + n].iter().filter(|&&m| m).count() as u64;
+                    for &slot in &slots[done..done + n] {
+                        let entry = &mut self.entries[slot];
+                        entry.sent = true;
+                        outcome.tallies[entry.phase][direction].sent += 1;
+                        outcome.window.record(entry.stream(), entry.index);
+                    }
                     done += n;
                 }
             }
@@ -530,9 +675,7 @@ struct Receiver<'a> {
     rx: &'a mut [Context],
     srtp: bool,
     payload_len: usize,
-    warmup_packets: u64,
-    trackers: Vec<SequenceTracker>,
-    tally: [ReceiveTally; 2],
+    ledger: ReceiveLedger,
     mmsg: MmsgReceiver,
     batch: Batch,
 }
@@ -544,7 +687,7 @@ impl<'a> Receiver<'a> {
         rx: &'a mut [Context],
         srtp: bool,
         payload_len: usize,
-        warmup_packets: u64,
+        ledger: ReceiveLedger,
     ) -> Self {
         Self {
             sockets,
@@ -552,20 +695,18 @@ impl<'a> Receiver<'a> {
             rx,
             srtp,
             payload_len,
-            warmup_packets,
-            trackers: vec![SequenceTracker::default(); identities.len() * 2],
-            tally: [ReceiveTally::default(), ReceiveTally::default()],
+            ledger,
             mmsg: MmsgReceiver::new(),
             batch: Batch::with_capacity(MmsgReceiver::BATCH, SLOT),
         }
     }
 
     fn run(
-        &mut self,
+        mut self,
         start: Instant,
         stop: &AtomicBool,
         live: &Live,
-    ) -> Result<[ReceiveTally; 2], LoadgenError> {
+    ) -> Result<ReceiveLedger, LoadgenError> {
         let epoll = Epoll::new().map_err(LoadgenError::io("epoll_create"))?;
         for (call, pair) in self.sockets.iter().enumerate() {
             for (side, socket) in pair.iter().enumerate() {
@@ -601,7 +742,7 @@ impl<'a> Receiver<'a> {
                 break;
             }
         }
-        Ok(std::mem::take(&mut self.tally))
+        Ok(self.ledger)
     }
 
     /// Reads everything waiting on socket `side` (0: A, 1: B) of `call`.
@@ -625,12 +766,10 @@ impl<'a> Receiver<'a> {
                 return Ok(());
             }
             let now = ns_since(start);
-            let before = self.tally[direction.index()].received;
+            let before = self.ledger.received(direction);
             self.process(call, direction, n, now);
-            live.received.fetch_add(
-                self.tally[direction.index()].received - before,
-                Ordering::Relaxed,
-            );
+            live.received
+                .fetch_add(self.ledger.received(direction) - before, Ordering::Relaxed);
             if n < MmsgReceiver::BATCH {
                 return Ok(());
             }
@@ -641,26 +780,8 @@ impl<'a> Receiver<'a> {
         let identity = self.identities[call][direction.index()];
         let stream = call * 2 + direction.index();
         let payload_len = self.payload_len;
-        let warmup_packets = self.warmup_packets;
         let (bufs, lens, truncated) = self.mmsg.slots_mut();
-        let tally = &mut self.tally[direction.index()];
-        let tracker = &mut self.trackers[stream];
-        let mut account =
-            |packet: &[u8], tally: &mut ReceiveTally| match identity.verify(packet, payload_len) {
-                Ok(v) if v.index < warmup_packets => tally.ignored += 1,
-                Ok(v) => match tracker.observe(v.index) {
-                    Arrival::Duplicate => tally.duplicates += 1,
-                    arrival => {
-                        tally.received += 1;
-                        if arrival == Arrival::Late {
-                            tally.out_of_order += 1;
-                        }
-                        tally.latency.record(now.saturating_sub(v.sent_ns));
-                    }
-                },
-                Err(Mismatch::OtherRun) => tally.ignored += 1,
-                Err(Mismatch::Corrupt(_)) => tally.corrupt += 1,
-            };
+        let ledger = &mut self.ledger;
         if self.srtp && direction == Direction::BToA {
             let mut packets: Vec<BatchPacket<'_>> = bufs
                 .chunks_mut(SLOT)
@@ -672,25 +793,37 @@ impl<'a> Receiver<'a> {
                 .unprotect_rtp(slice::from_mut(&mut self.rx[call]), &mut packets);
             for (packet, &cut) in packets.iter().zip(truncated.iter()) {
                 if cut {
-                    tally.corrupt += 1;
+                    ledger.by_time(direction, now).corrupt += 1;
                     continue;
                 }
                 match &packet.result {
-                    Ok(len) => account(&packet.buf[..*len], tally),
-                    Err(srtp::Error::AuthenticationFailed) => tally.auth_failures += 1,
-                    Err(srtp::Error::Replayed { .. }) => tally.duplicates += 1,
+                    Ok(len) => ledger.record(
+                        stream,
+                        direction,
+                        identity.verify(&packet.buf[..*len], payload_len),
+                        now,
+                    ),
+                    Err(srtp::Error::AuthenticationFailed) => {
+                        ledger.by_time(direction, now).auth_failures += 1;
+                    }
+                    Err(srtp::Error::Replayed { .. }) => {
+                        ledger.by_time(direction, now).duplicates += 1;
+                    }
                     // Older than the replay window: it cannot be verified, so it stays lost.
-                    Err(srtp::Error::TooOld { .. }) => tally.out_of_order += 1,
-                    Err(_) => tally.corrupt += 1,
+                    Err(srtp::Error::TooOld { .. }) => {
+                        ledger.by_time(direction, now).out_of_order += 1;
+                    }
+                    Err(_) => ledger.by_time(direction, now).corrupt += 1,
                 }
             }
         } else {
             for i in 0..n {
                 if truncated[i] {
-                    tally.corrupt += 1;
+                    ledger.by_time(direction, now).corrupt += 1;
                     continue;
                 }
-                account(&bufs[i * SLOT..i * SLOT + lens[i]], tally);
+                let packet = &bufs[i * SLOT..i * SLOT + lens[i]];
+                ledger.record(stream, direction, identity.verify(packet, payload_len), now);
             }
         }
     }

@@ -7,11 +7,13 @@
 //! up ([`control`]), paces RTP both ways ([`pacer`], [`engine`]), verifies what arrives
 //! ([`payload`], SRTP authentication) and reports offered and received rates, loss, order and
 //! one-way latency ([`stats`], [`histogram`]). [`find_max`] searches for the highest clean
-//! rate ([`search`]).
+//! rate ([`search`]); [`overload`] drives the same calls at twice a rate and then at half of
+//! it, and counts the streams that still deliver at the end.
 //!
-//! IO and time: [`run`] and [`find_max`] own sockets and threads and read the monotonic clock;
-//! every other module is IO-free except [`http`], [`ng`] and [`net`]. Traffic only ever goes to
-//! 127.0.0.0/8 or 198.18.0.0/15; any other relay, API or bind address is refused.
+//! IO and time: [`run`], [`find_max`] and [`overload`] own sockets and threads and read the
+//! monotonic clock; every other module is IO-free except [`http`], [`ng`] and [`net`]. Traffic
+//! only ever goes to 127.0.0.0/8 or 198.18.0.0/15; any other relay, API or bind address is
+//! refused.
 
 pub mod bencode;
 pub mod control;
@@ -42,10 +44,10 @@ pub use self::{
     error::{address_allowed, LoadgenError},
     http::Token,
     search::Verdict,
-    stats::Report,
+    stats::{Report, StreamHealth},
 };
 use self::{
-    engine::{DriveParams, Media},
+    engine::{DriveOutcome, DriveParams, Media, PhaseParams},
     error::{check_address, check_socket_addr},
     payload::{Direction, StreamIdentity, MAX_PAYLOAD, MIN_PAYLOAD},
     search::Search,
@@ -62,6 +64,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const MAX_WARMUP: Duration = Duration::from_secs(60);
 /// Longest drain.
 pub const MAX_DRAIN: Duration = Duration::from_secs(30);
+/// Longest overload or recovery phase.
+pub const MAX_PHASE: Duration = Duration::from_secs(600);
 /// Most find-max steps.
 pub const MAX_STEPS: u32 = 32;
 /// A step whose offered rate falls this far below its target was limited by the generator.
@@ -118,11 +122,15 @@ pub struct Config {
     pub rx_cpu: Option<usize>,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// `--overload`: the final stretch of the recovery phase in which a stream must deliver
+    /// at least [`stats::ALIVE_PERCENT`] % of its packets to count as alive.
+    pub alive_window: Duration,
 }
 
 impl Config {
     /// The defaults of the CLI for `control`: 10 calls, 50 pps, 10 s, 160-byte payload,
-    /// `AES_CM_128_HMAC_SHA1_80`, 1 s drain, loopback endpoints, 200 us tick.
+    /// `AES_CM_128_HMAC_SHA1_80`, 1 s drain, loopback endpoints, 200 us tick, 5 s alive
+    /// window.
     pub fn new(control: Control) -> Self {
         Self {
             control,
@@ -139,6 +147,7 @@ impl Config {
             tx_cpu: None,
             rx_cpu: None,
             progress: false,
+            alive_window: Duration::from_secs(5),
         }
     }
 
@@ -162,6 +171,12 @@ impl Config {
         }
         if self.drain > MAX_DRAIN {
             return bad(format!("drain is at most {} s", MAX_DRAIN.as_secs()));
+        }
+        if self.alive_window.is_zero() || self.alive_window > MAX_PHASE {
+            return bad(format!(
+                "the alive window must be above 0 and at most {} s",
+                MAX_PHASE.as_secs()
+            ));
         }
         if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&self.payload_len) {
             return bad(format!(
@@ -220,6 +235,40 @@ pub fn run_with(
     duration: Duration,
     label: &str,
 ) -> Result<Report, LoadgenError> {
+    let mut phases = Vec::with_capacity(2);
+    if !config.warmup.is_zero() {
+        phases.push(PhaseParams {
+            name: "",
+            pps,
+            duration: config.warmup,
+            measured: false,
+        });
+    }
+    phases.push(PhaseParams {
+        name: "",
+        pps,
+        duration,
+        measured: true,
+    });
+    let params = drive_params(config, phases, Duration::ZERO, label);
+    let outcome = with_calls(controller, config, |media| engine::drive(media, &params))?;
+    let measured = outcome
+        .phases
+        .first()
+        .ok_or_else(|| LoadgenError::config("the drive measured no phase"))?;
+    Ok(Report::new(
+        &run_shape(config, pps, measured.duration_s),
+        &measured.tallies,
+    ))
+}
+
+/// Sets `config.calls` calls up through `controller`, hands their media to `drive`, and tears
+/// every call that was set up down again, whatever `drive` returned.
+fn with_calls<T>(
+    controller: &mut dyn Controller,
+    config: &Config,
+    drive: impl FnOnce(&mut Media) -> Result<T, LoadgenError>,
+) -> Result<T, LoadgenError> {
     config.validate()?;
     let run_tag = random_u64()?;
     let calls = usize::try_from(config.calls).map_err(|_| LoadgenError::config("calls"))?;
@@ -262,8 +311,8 @@ pub fn run_with(
             }
         })
         .and_then(|()| {
-            let media = build_media(&plans, &relays, sockets, run_tag)?;
-            drive_and_report(media, config, pps, duration, label)
+            let mut media = build_media(&plans, &relays, sockets, run_tag)?;
+            drive(&mut media)
         });
     let failures = teardown(controller, &plans[..relays.len()]);
     if failures > 0 {
@@ -372,33 +421,32 @@ fn policy(
     Ok(policy)
 }
 
-fn drive_and_report(
-    mut media: Media,
+fn drive_params(
     config: &Config,
-    pps: u64,
-    duration: Duration,
+    phases: Vec<PhaseParams>,
+    window: Duration,
     label: &str,
-) -> Result<Report, LoadgenError> {
-    let params = DriveParams {
-        pps,
-        duration,
-        warmup: config.warmup,
+) -> DriveParams {
+    DriveParams {
+        phases,
+        window,
         drain: config.drain,
         payload_len: config.payload_len,
         tick: config.tick,
         tx_cpu: config.tx_cpu,
         rx_cpu: config.rx_cpu,
         progress: config.progress.then(|| label.to_owned()),
-    };
-    let outcome = engine::drive(&mut media, &params)?;
-    let shape = RunShape {
+    }
+}
+
+fn run_shape(config: &Config, pps: u64, duration_s: f64) -> RunShape {
+    RunShape {
         calls: config.calls,
         pps_per_stream: pps,
-        duration_s: outcome.duration_s,
+        duration_s,
         srtp_suite: config.suite.map(|s| s.sdes_name().to_owned()),
         packet_bytes: payload::RTP_HEADER_LEN + config.payload_len,
-    };
-    Ok(Report::new(&shape, &outcome.tallies))
+    }
 }
 
 /// Parameters of `--find-max`.
@@ -607,6 +655,275 @@ pub fn find_max_with(
         steps,
         result,
     })
+}
+
+/// Parameters of `--overload`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverloadParams {
+    /// The base rate per stream (the relay's highest clean rate): the overload phase sends
+    /// twice it, the recovery phase half of it (a warm-up, if any, the base rate itself).
+    pub pps_per_stream: u64,
+    /// Length of the overload phase.
+    pub overload: Duration,
+    /// Length of the recovery phase.
+    pub recover: Duration,
+}
+
+impl OverloadParams {
+    /// 10 s of overload and 10 s of recovery around `pps_per_stream`.
+    pub fn new(pps_per_stream: u64) -> Self {
+        Self {
+            pps_per_stream,
+            overload: Duration::from_secs(10),
+            recover: Duration::from_secs(10),
+        }
+    }
+
+    /// Per-stream rate of the overload phase.
+    pub fn overload_pps(&self) -> u64 {
+        self.pps_per_stream.saturating_mul(2)
+    }
+
+    /// Per-stream rate of the recovery phase.
+    pub fn recovery_pps(&self) -> u64 {
+        (self.pps_per_stream / 2).max(1)
+    }
+
+    /// Checks the bounds, and that `config`'s alive window fits in the recovery phase.
+    pub fn validate(&self, config: &Config) -> Result<(), LoadgenError> {
+        if !(2..=MAX_PPS / 2).contains(&self.pps_per_stream) {
+            return Err(LoadgenError::config(format!(
+                "the overload base rate must be 2..={} pps per stream, got {}",
+                MAX_PPS / 2,
+                self.pps_per_stream
+            )));
+        }
+        for (what, phase) in [("overload", self.overload), ("recovery", self.recover)] {
+            if phase.is_zero() || phase > MAX_PHASE {
+                return Err(LoadgenError::config(format!(
+                    "the {what} phase must last above 0 and at most {} s",
+                    MAX_PHASE.as_secs()
+                )));
+            }
+        }
+        if config.alive_window > self.recover {
+            return Err(LoadgenError::config(
+                "the alive window must fit in the recovery phase",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The phases of the drive: the warm-up of `config` (unmeasured, at the base rate), then
+    /// overload, then recovery.
+    fn phases(&self, config: &Config) -> Vec<PhaseParams> {
+        let mut phases = Vec::with_capacity(3);
+        if !config.warmup.is_zero() {
+            phases.push(PhaseParams {
+                name: "warm-up",
+                pps: self.pps_per_stream,
+                duration: config.warmup,
+                measured: false,
+            });
+        }
+        phases.push(PhaseParams {
+            name: "overload",
+            pps: self.overload_pps(),
+            duration: self.overload,
+            measured: true,
+        });
+        phases.push(PhaseParams {
+            name: "recovery",
+            pps: self.recovery_pps(),
+            duration: self.recover,
+            measured: true,
+        });
+        phases
+    }
+}
+
+/// How each direction's streams fared in the alive window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StreamHealthPerDirection {
+    /// The A-to-B streams (SRTP into the relay).
+    pub a_to_b: StreamHealth,
+    /// The B-to-A streams (plain RTP into the relay).
+    pub b_to_a: StreamHealth,
+}
+
+/// The recovery phase of an overload run, and how many streams were alive at its end.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecoveryReport {
+    /// What the phase measured.
+    #[serde(flatten)]
+    pub report: Report,
+    /// The final stretch of the phase the streams were judged on, in seconds.
+    pub window_s: f64,
+    /// Streams alive, dead and in all, over both directions.
+    #[serde(flatten)]
+    pub health: StreamHealth,
+    /// The same, for each direction.
+    pub health_per_direction: StreamHealthPerDirection,
+}
+
+/// The result of an overload run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OverloadResult {
+    /// The base rate per stream.
+    pub pps_per_stream: u64,
+    /// The overload phase (twice the base rate).
+    pub overload: Report,
+    /// The recovery phase (half the base rate).
+    pub recovery: RecoveryReport,
+    /// A phase was offered more than [`GENERATOR_SHORTFALL`] below its target rate: the
+    /// generator could not offer it (a phase whose time is up moves on regardless, so the
+    /// recovery still starts on time).
+    pub generator_limited: bool,
+}
+
+/// The whole `--overload` report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OverloadReport {
+    /// Always `"overload"`.
+    pub mode: &'static str,
+    /// Calls (each two streams).
+    pub calls: u32,
+    /// The phases and the streams' fate.
+    pub overload: OverloadResult,
+}
+
+impl OverloadReport {
+    /// Sums up what a drive of [`OverloadParams::phases`] measured: its two measured phases,
+    /// and the per-stream counts of the alive window.
+    pub fn new(
+        config: &Config,
+        params: &OverloadParams,
+        outcome: &DriveOutcome,
+    ) -> Result<Self, LoadgenError> {
+        let [overload, recovery] = outcome.phases.as_slice() else {
+            return Err(LoadgenError::config(format!(
+                "an overload drive measures two phases, not {}",
+                outcome.phases.len()
+            )));
+        };
+        let sent = outcome.window_sent.counts();
+        let received = outcome.window_received.counts();
+        let pairs = || sent.iter().copied().zip(received.iter().copied());
+        let health_per_direction = StreamHealthPerDirection {
+            a_to_b: StreamHealth::classify(pairs().step_by(2)),
+            b_to_a: StreamHealth::classify(pairs().skip(1).step_by(2)),
+        };
+        let overload = Report::new(
+            &run_shape(config, params.overload_pps(), overload.duration_s),
+            &overload.tallies,
+        );
+        let recovery = Report::new(
+            &run_shape(config, params.recovery_pps(), recovery.duration_s),
+            &recovery.tallies,
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let short = |r: &Report| r.offered_pps < r.target_pps as f64 * (1.0 - GENERATOR_SHORTFALL);
+        Ok(Self {
+            mode: "overload",
+            calls: config.calls,
+            overload: OverloadResult {
+                pps_per_stream: params.pps_per_stream,
+                generator_limited: short(&overload) || short(&recovery),
+                overload,
+                recovery: RecoveryReport {
+                    report: recovery,
+                    window_s: config.alive_window.as_secs_f64(),
+                    health: StreamHealth::classify(pairs()),
+                    health_per_direction,
+                },
+            },
+        })
+    }
+
+    /// A human summary.
+    pub fn summary(&self) -> String {
+        let result = &self.overload;
+        let recovery = &result.recovery;
+        let mut out = format!(
+            "overload run: {} calls x 2 streams, base {} pps/stream, {} bytes/packet, {}\n",
+            self.calls,
+            result.pps_per_stream,
+            recovery.report.packet_bytes,
+            recovery
+                .report
+                .srtp_suite
+                .as_deref()
+                .map_or_else(|| "plain RTP".to_owned(), |s| format!("SRTP {s} on leg A")),
+        );
+        for (name, r) in [
+            ("overload", &result.overload),
+            ("recovery", &recovery.report),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name:<8} {} pps/stream ({} pps target) for {:.1} s: offered {:.0} pps, \
+                 received {:.0} pps, loss {:.4}%; corrupt {} auth-fail {} send-err {}; \
+                 p99 {} us",
+                r.pps_per_stream,
+                r.target_pps,
+                r.duration_s,
+                r.offered_pps,
+                r.received_pps,
+                r.loss_ratio * 100.0,
+                r.corrupt,
+                r.auth_failures,
+                r.send_errors,
+                r.latency_us.p99,
+            );
+        }
+        let h = &recovery.health;
+        let _ = writeln!(
+            out,
+            "streams after recovery (packets of its last {:.1} s; alive: >= {}% delivered): \
+             {} alive, {} dead, {} partly, of {} (A->B {}/{} alive, B->A {}/{} alive)",
+            recovery.window_s,
+            stats::ALIVE_PERCENT,
+            h.streams_alive,
+            h.streams_dead,
+            h.streams_total - h.streams_alive - h.streams_dead,
+            h.streams_total,
+            recovery.health_per_direction.a_to_b.streams_alive,
+            recovery.health_per_direction.a_to_b.streams_total,
+            recovery.health_per_direction.b_to_a.streams_alive,
+            recovery.health_per_direction.b_to_a.streams_total,
+        );
+        if result.generator_limited {
+            out.push_str(
+                "the generator could not offer a phase at its target rate (see offered): the \
+                 overload was smaller than asked\n",
+            );
+        }
+        out
+    }
+}
+
+/// The overload run of `params`: set `config.calls` calls up once, drive them at twice the
+/// base rate for `params.overload`, then at half of it for `params.recover` on the same
+/// streams (no teardown in between), tear them down, and report both phases and how many
+/// streams delivered at least [`stats::ALIVE_PERCENT`] % (alive) or nothing (dead) of their
+/// packets in the last `config.alive_window` of the recovery.
+pub fn overload(config: &Config, params: &OverloadParams) -> Result<OverloadReport, LoadgenError> {
+    config.validate()?;
+    params.validate(config)?;
+    let mut controller = config.controller()?;
+    overload_with(controller.as_mut(), config, params)
+}
+
+/// [`overload`] through a given controller.
+pub fn overload_with(
+    controller: &mut dyn Controller,
+    config: &Config,
+    params: &OverloadParams,
+) -> Result<OverloadReport, LoadgenError> {
+    params.validate(config)?;
+    let drive = drive_params(config, params.phases(config), config.alive_window, "");
+    let outcome = with_calls(controller, config, |media| engine::drive(media, &drive))?;
+    OverloadReport::new(config, params, &outcome)
 }
 
 #[cfg(test)]

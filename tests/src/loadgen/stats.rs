@@ -1,11 +1,21 @@
 //! Counting what arrived: a per-stream sequence tracker (unique, duplicate, out of order), the
-//! per-direction tallies and latency histograms, and the report they add up to.
+//! per-direction tallies and latency histograms, the receiver's books that sort packets into
+//! phases and count, per stream, the packets of a final window ([`ReceiveLedger`],
+//! [`WindowCounter`], [`StreamHealth`]), and the report they add up to.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, ops::Range};
 
 use serde::Serialize;
 
-use super::{histogram::Histogram, payload::Direction};
+use super::{
+    histogram::Histogram,
+    pacer::PhasePlan,
+    payload::{Direction, Mismatch, Verified},
+};
+
+/// A stream is alive in a window when it delivered at least this percentage of the packets
+/// sent in it.
+pub const ALIVE_PERCENT: u64 = 90;
 
 /// Packets remembered behind the highest index seen, for duplicate detection.
 pub const TRACK_WINDOW: u64 = 1024;
@@ -127,6 +137,190 @@ pub struct SendTally {
     pub sent: u64,
     /// Measured packets that could not be sent (socket errors, SRTP refusal).
     pub send_errors: u64,
+}
+
+/// Per-stream counts of the packets whose per-stream index falls in one range (the packets
+/// due in the final window of a phase). Streams are numbered `call * 2 + direction index`; the
+/// array is allocated once, before the run, and counting never allocates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WindowCounter {
+    indices: Range<u64>,
+    counts: Box<[u64]>,
+}
+
+impl WindowCounter {
+    /// Counters for `streams` streams over the packet indices `indices` (an empty range counts
+    /// nothing).
+    pub fn new(streams: usize, indices: Range<u64>) -> Self {
+        Self {
+            indices,
+            counts: vec![0; streams].into_boxed_slice(),
+        }
+    }
+
+    /// Counts packet `index` of `stream` if it is in the window (a stream out of range is
+    /// ignored).
+    pub fn record(&mut self, stream: usize, index: u64) {
+        if self.indices.contains(&index) {
+            if let Some(count) = self.counts.get_mut(stream) {
+                *count += 1;
+            }
+        }
+    }
+
+    /// The window's per-stream packet indices.
+    pub fn indices(&self) -> Range<u64> {
+        self.indices.clone()
+    }
+
+    /// The count of every stream.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+}
+
+/// How the streams fared in a window: alive (delivered at least [`ALIVE_PERCENT`] % of what
+/// was sent in it), dead (delivered nothing of it), out of every stream of the run. A stream
+/// in neither count delivered part of its packets (or had none sent in the window).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StreamHealth {
+    /// Every stream (two per call).
+    pub streams_total: u64,
+    /// Streams that delivered at least [`ALIVE_PERCENT`] % of their packets in the window.
+    pub streams_alive: u64,
+    /// Streams that delivered none of their packets in the window.
+    pub streams_dead: u64,
+}
+
+impl StreamHealth {
+    /// Classifies every stream by what it sent and delivered in the window, given as
+    /// `(sent, received)` per stream.
+    pub fn classify(streams: impl IntoIterator<Item = (u64, u64)>) -> Self {
+        let mut health = Self::default();
+        for (sent, received) in streams {
+            health.streams_total += 1;
+            if sent == 0 {
+                continue;
+            }
+            if received == 0 {
+                health.streams_dead += 1;
+            } else if received.saturating_mul(100) >= sent.saturating_mul(ALIVE_PERCENT) {
+                health.streams_alive += 1;
+            }
+        }
+        health
+    }
+}
+
+/// The receiver's books, with no IO: they put every packet in a phase and a stream and count
+/// it. A packet that verified belongs to the phase of its index (whenever it arrives); one that
+/// did not (corrupt, forged, replayed) is charged to the phase in progress when it arrived, or
+/// to the first measured phase after it while unmeasured phases (the warm-up) run.
+#[derive(Clone, Debug)]
+pub struct ReceiveLedger {
+    plan: PhasePlan,
+    measured: Vec<bool>,
+    /// Per phase: where a packet that arrives during it and cannot be placed is charged.
+    charge_to: Vec<usize>,
+    tallies: Vec<[ReceiveTally; 2]>,
+    trackers: Vec<SequenceTracker>,
+    window: WindowCounter,
+}
+
+impl ReceiveLedger {
+    /// Books for `streams` streams through the phases of `plan`, `measured[i]` telling whether
+    /// phase `i` is counted, counting per stream the packets whose index is in `window`.
+    ///
+    /// # Panics
+    /// When `measured` does not have one entry per phase or marks no phase measured.
+    pub fn new(plan: PhasePlan, measured: Vec<bool>, streams: usize, window: Range<u64>) -> Self {
+        let phases = plan.phases().len();
+        assert_eq!(measured.len(), phases, "one measured flag per phase");
+        let charge_to = (0..phases)
+            .map(|phase| {
+                (phase..phases)
+                    .find(|&p| measured[p])
+                    .or_else(|| (0..phase).rfind(|&p| measured[p]))
+                    .expect("a measured phase")
+            })
+            .collect();
+        Self {
+            plan,
+            measured,
+            charge_to,
+            tallies: vec![[ReceiveTally::default(), ReceiveTally::default()]; phases],
+            trackers: vec![SequenceTracker::default(); streams],
+            window: WindowCounter::new(streams, window),
+        }
+    }
+
+    /// Books a packet of `stream` (going `direction`) received `now_ns` after the run's
+    /// start, by what its verification found.
+    pub fn record(
+        &mut self,
+        stream: usize,
+        direction: Direction,
+        verification: Result<Verified, Mismatch>,
+        now_ns: u64,
+    ) {
+        match verification {
+            Ok(packet) => self.verified(stream, direction, packet, now_ns),
+            // Another run's packets (an earlier find-max step) are not counted.
+            Err(Mismatch::OtherRun) => self.by_time(direction, now_ns).ignored += 1,
+            Err(Mismatch::Corrupt(_)) => self.by_time(direction, now_ns).corrupt += 1,
+        }
+    }
+
+    /// Books a packet of `stream` (going `direction`) that verified as `packet`, received
+    /// `now_ns` after the run's start.
+    pub fn verified(&mut self, stream: usize, direction: Direction, packet: Verified, now_ns: u64) {
+        let Some(phase) = self.plan.phase_of_index(packet.index) else {
+            // Verified, so ours, but past the last phase: only a corrupt sender makes one.
+            self.by_time(direction, now_ns).corrupt += 1;
+            return;
+        };
+        let tally = &mut self.tallies[phase][direction.index()];
+        if !self.measured[phase] {
+            tally.ignored += 1;
+            return;
+        }
+        let Some(tracker) = self.trackers.get_mut(stream) else {
+            tally.corrupt += 1;
+            return;
+        };
+        match tracker.observe(packet.index) {
+            Arrival::Duplicate => tally.duplicates += 1,
+            arrival => {
+                tally.received += 1;
+                if arrival == Arrival::Late {
+                    tally.out_of_order += 1;
+                }
+                tally.latency.record(now_ns.saturating_sub(packet.sent_ns));
+                self.window.record(stream, packet.index);
+            }
+        }
+    }
+
+    /// The tally of `direction` a packet that cannot be placed by its index is charged to,
+    /// when it arrives `now_ns` after the run's start.
+    pub fn by_time(&mut self, direction: Direction, now_ns: u64) -> &mut ReceiveTally {
+        let phase = self.charge_to[self.plan.phase_at(now_ns)];
+        &mut self.tallies[phase][direction.index()]
+    }
+
+    /// Unique measured packets of `direction` received so far, over every phase.
+    pub fn received(&self, direction: Direction) -> u64 {
+        self.tallies
+            .iter()
+            .map(|t| t[direction.index()].received)
+            .sum()
+    }
+
+    /// The tallies of every phase (by phase, then [`Direction::index`]) and the window's
+    /// per-stream counts of unique packets received.
+    pub fn into_parts(self) -> (Vec<[ReceiveTally; 2]>, WindowCounter) {
+        (self.tallies, self.window)
+    }
 }
 
 /// Latency percentiles in microseconds.
@@ -416,6 +610,133 @@ pub fn ratio(part: u64, whole: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loadgen::pacer::{Phase, NANOS_PER_SEC};
+
+    /// Two streams (one call): an unmeasured warm-up of 1 s, 1 s at 100 pps (indices
+    /// 50..150), then 2 s at 25 pps (indices 150..200), the last second of it (indices
+    /// 175..200) the window.
+    fn ledger() -> ReceiveLedger {
+        let plan = PhasePlan::new(
+            2,
+            &[
+                Phase {
+                    rate: 50,
+                    duration_ns: NANOS_PER_SEC,
+                },
+                Phase {
+                    rate: 100,
+                    duration_ns: NANOS_PER_SEC,
+                },
+                Phase {
+                    rate: 25,
+                    duration_ns: 2 * NANOS_PER_SEC,
+                },
+            ],
+        );
+        let window = plan.phases()[2].tail(NANOS_PER_SEC);
+        assert_eq!(window, 175..200);
+        ReceiveLedger::new(plan, vec![false, true, true], 2, window)
+    }
+
+    fn packet(index: u64) -> Verified {
+        Verified {
+            index,
+            sent_ns: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_packet_is_booked_to_the_phase_of_its_index_whenever_it_arrives() {
+        let mut books = ledger();
+        let (a_to_b, b_to_a) = (Direction::AToB, Direction::BToA);
+        books.record(0, a_to_b, Ok(packet(10)), 5_000);
+        books.record(0, a_to_b, Ok(packet(50)), 5_000);
+        books.record(0, a_to_b, Ok(packet(51)), 5_000);
+        // Index 149 (the overload phase) arriving during the recovery still counts for the
+        // overload; index 150 for the recovery.
+        books.record(1, b_to_a, Ok(packet(149)), 3 * NANOS_PER_SEC);
+        books.record(1, b_to_a, Ok(packet(150)), 3 * NANOS_PER_SEC);
+        books.record(1, b_to_a, Ok(packet(150)), 3 * NANOS_PER_SEC);
+        books.record(1, b_to_a, Ok(packet(199)), 3 * NANOS_PER_SEC);
+        books.record(1, b_to_a, Ok(packet(180)), 3 * NANOS_PER_SEC);
+        assert_eq!(books.received(a_to_b), 2);
+        assert_eq!(books.received(b_to_a), 4);
+        let (tallies, window) = books.into_parts();
+        let [warmup, overload, recovery] = tallies.as_slice() else {
+            panic!("three phases")
+        };
+        assert_eq!(warmup[0].ignored, 1, "the warm-up is not counted");
+        assert_eq!(warmup[0].received, 0);
+        assert_eq!((overload[0].received, overload[1].received), (2, 1));
+        assert_eq!(recovery[1].received, 3);
+        assert_eq!(recovery[1].duplicates, 1);
+        assert_eq!(recovery[1].out_of_order, 1, "180 after 199");
+        assert_eq!(recovery[1].latency.count(), 3);
+        assert_eq!(
+            window.counts(),
+            &[0, 2],
+            "199 and 180 are in the window; the duplicate is not counted twice"
+        );
+    }
+
+    #[test]
+    fn a_packet_that_cannot_be_placed_is_charged_to_the_phase_in_progress() {
+        let mut books = ledger();
+        let d = Direction::BToA;
+        // During the warm-up: charged to the first measured phase, never lost in the warm-up.
+        books.record(1, d, Err(Mismatch::Corrupt("filler")), 0);
+        books.by_time(d, NANOS_PER_SEC - 1).auth_failures += 1;
+        books.by_time(d, NANOS_PER_SEC).auth_failures += 1;
+        books.record(1, d, Err(Mismatch::OtherRun), 2 * NANOS_PER_SEC);
+        // During the drain, after the last phase's time: the last phase.
+        books.by_time(d, 60 * NANOS_PER_SEC).duplicates += 1;
+        // A verified index past the plan is no packet of this run's schedule.
+        books.record(1, d, Ok(packet(200)), 60 * NANOS_PER_SEC);
+        let (tallies, window) = books.into_parts();
+        let t = |phase: usize| &tallies[phase][d.index()];
+        assert_eq!((t(0).corrupt, t(0).auth_failures), (0, 0));
+        assert_eq!((t(1).corrupt, t(1).auth_failures), (1, 2));
+        assert_eq!(t(2).ignored, 1);
+        assert_eq!((t(2).duplicates, t(2).corrupt), (1, 1));
+        assert_eq!(window.counts(), &[0, 0]);
+    }
+
+    #[test]
+    fn a_window_counts_only_its_indices_and_known_streams() {
+        let mut window = WindowCounter::new(3, 10..20);
+        for (stream, index) in [(0, 9), (0, 10), (0, 19), (0, 20), (2, 15), (3, 15)] {
+            window.record(stream, index);
+        }
+        assert_eq!(window.counts(), &[2, 0, 1]);
+        let mut none = WindowCounter::new(2, 0..0);
+        none.record(0, 0);
+        assert_eq!(none.counts(), &[0, 0]);
+    }
+
+    #[test]
+    fn streams_are_alive_at_ninety_percent_and_dead_at_nothing() {
+        let health = StreamHealth::classify([
+            (100, 100), // alive
+            (100, 90),  // alive, just
+            (100, 89),  // partly
+            (100, 1),   // partly
+            (100, 0),   // dead
+            (0, 0),     // nothing sent in the window: neither
+            (3, 3),     // alive
+        ]);
+        assert_eq!(
+            health,
+            StreamHealth {
+                streams_total: 7,
+                streams_alive: 3,
+                streams_dead: 1,
+            }
+        );
+        let json = serde_json::to_value(health).unwrap();
+        assert_eq!(json["streams_alive"], 3);
+        assert_eq!(json["streams_dead"], 1);
+        assert_eq!(json["streams_total"], 7);
+    }
 
     #[test]
     fn tracker_tells_order_duplicates_and_lateness() {

@@ -47,6 +47,10 @@ struct FakeRelay {
     calls: Vec<FakeCall>,
     /// Refuse the call with this index.
     fail_at: Option<u32>,
+    /// Stop forwarding both streams of this call, for good, after this many packets each
+    /// (the way rtpengine gives up on a socket after repeated backlogs).
+    gives_up: Option<(u32, u64)>,
+    creates: usize,
     deletes: usize,
 }
 
@@ -82,9 +86,14 @@ impl Controller for FakeRelay {
     }
 
     fn create(&mut self, call: &CallPlan) -> Result<RelayCall, LoadgenError> {
+        self.creates += 1;
         if self.fail_at == Some(call.index) {
             return Err(LoadgenError::config("fake relay refuses this call"));
         }
+        let forward_at_most = match self.gives_up {
+            Some((index, packets)) if index == call.index => packets,
+            _ => u64::MAX,
+        };
         let leg_a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let leg_b = UdpSocket::bind("127.0.0.1:0").unwrap();
         for s in [&leg_a, &leg_b] {
@@ -120,6 +129,9 @@ impl Controller for FakeRelay {
                         None => len,
                     };
                     n += 1;
+                    if n > forward_at_most {
+                        continue;
+                    }
                     if imp.drop_a_to_b > 0 && n.is_multiple_of(imp.drop_a_to_b) {
                         done.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -138,11 +150,14 @@ impl Controller for FakeRelay {
                 let mut n = 0_u64;
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(len) = rx.recv(&mut buf) else { continue };
+                    n += 1;
+                    if n > forward_at_most {
+                        continue;
+                    }
                     let len = match &mut outbound {
                         Some(ctx) => ctx.protect_rtp(&mut buf, len).unwrap(),
                         None => len,
                     };
-                    n += 1;
                     if imp.corrupt_tag_b_to_a > 0 && n.is_multiple_of(imp.corrupt_tag_b_to_a) {
                         buf[len - 1] ^= 0x55;
                         done.corrupted.fetch_add(1, Ordering::Relaxed);
@@ -356,4 +371,203 @@ fn a_step_that_loses_packets_failed_even_when_the_generator_fell_short() {
     let mut forged = report(2000.0, 0.0);
     forged.auth_failures = 1;
     assert_eq!(verdict(&forged, 0.001), Verdict::Failed);
+}
+
+fn overload_params() -> OverloadParams {
+    OverloadParams {
+        pps_per_stream: 100,
+        overload: Duration::from_secs(1),
+        recover: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn overload_runs_both_phases_on_the_same_calls_and_counts_the_streams_that_gave_up() {
+    // Call 1's streams stop after 100 packets each, halfway through the overload phase.
+    let mut relay = FakeRelay {
+        gives_up: Some((1, 100)),
+        ..FakeRelay::default()
+    };
+    let mut config = config(3, 50, Some(Suite::AesCm128HmacSha1_80));
+    config.alive_window = Duration::from_millis(500);
+    let report = overload_with(&mut relay, &config, &overload_params()).unwrap();
+    eprint!("{}", report.summary());
+    assert_eq!(
+        (relay.creates, relay.deletes),
+        (3, 3),
+        "set up once, torn down once"
+    );
+    assert!(relay.calls.is_empty());
+
+    let result = &report.overload;
+    let (overload, recovery) = (&result.overload, &result.recovery.report);
+    assert_eq!(result.pps_per_stream, 100);
+    assert_eq!(
+        (overload.pps_per_stream, recovery.pps_per_stream),
+        (200, 50)
+    );
+    for (phase, per_stream) in [(overload, 200), (recovery, 50)] {
+        for d in [&phase.per_direction.a_to_b, &phase.per_direction.b_to_a] {
+            assert_eq!(d.sent, 3 * per_stream, "{phase:#?}");
+        }
+    }
+    assert_eq!(overload.received, 2 * 2 * 200 + 2 * 100, "{overload:#?}");
+    assert_eq!(recovery.received, 2 * 2 * 50, "{recovery:#?}");
+    // Sequence numbers and SRTP indices ran on from one phase to the next: a restart would be
+    // refused as replays by the SRTP context or booked as duplicates.
+    for phase in [overload, recovery] {
+        assert_eq!(
+            (
+                phase.duplicates,
+                phase.out_of_order,
+                phase.corrupt,
+                phase.auth_failures,
+                phase.send_errors
+            ),
+            (0, 0, 0, 0, 0),
+            "{phase:#?}"
+        );
+    }
+    assert_eq!(
+        result.recovery.health,
+        StreamHealth {
+            streams_total: 6,
+            streams_alive: 4,
+            streams_dead: 2,
+        }
+    );
+    let per_direction = result.recovery.health_per_direction;
+    assert_eq!(per_direction.a_to_b, per_direction.b_to_a);
+    assert_eq!(
+        (
+            per_direction.a_to_b.streams_alive,
+            per_direction.a_to_b.streams_dead
+        ),
+        (2, 1)
+    );
+    assert!(report.summary().contains("4 alive, 2 dead, 0 partly, of 6"));
+    assert!(!result.generator_limited);
+
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["mode"], "overload");
+    let o = &json["overload"];
+    assert_eq!(o["pps_per_stream"], 100);
+    assert_eq!(o["overload"]["pps_per_stream"], 200);
+    assert!(o["overload"]["offered_pps"].is_number());
+    let loss = o["overload"]["loss_ratio"].as_f64().unwrap();
+    assert!((loss - 200.0 / 1200.0).abs() < 1e-9, "{loss}");
+    assert_eq!(o["recovery"]["pps_per_stream"], 50);
+    assert!(o["recovery"]["received_pps"].is_number());
+    assert_eq!(o["recovery"]["streams_total"], 6);
+    assert_eq!(o["recovery"]["streams_alive"], 4);
+    assert_eq!(o["recovery"]["streams_dead"], 2);
+    assert_eq!(o["recovery"]["window_s"], 0.5);
+    assert_eq!(
+        o["recovery"]["health_per_direction"]["b_to_a"]["streams_dead"],
+        1
+    );
+}
+
+#[test]
+fn an_overload_report_judges_each_stream_on_its_window_counts() {
+    let config = config(2, 50, None);
+    let params = overload_params();
+    let phase = |sent: u64, received: u64| {
+        let mut tallies = stats::Tallies::default();
+        for d in 0..2 {
+            tallies.send[d].sent = sent;
+            tallies.receive[d].received = received;
+        }
+        engine::PhaseOutcome {
+            tallies,
+            duration_s: 1.0,
+        }
+    };
+    // Streams: call 0 A->B, call 0 B->A, call 1 A->B, call 1 B->A.
+    let mut window_sent = stats::WindowCounter::new(4, 0..100);
+    let mut window_received = stats::WindowCounter::new(4, 0..100);
+    for (stream, sent, received) in [(0, 10, 10), (1, 10, 0), (2, 10, 9), (3, 10, 5)] {
+        for index in 0..sent {
+            window_sent.record(stream, index);
+        }
+        for index in 0..received {
+            window_received.record(stream, index);
+        }
+    }
+    let outcome = DriveOutcome {
+        phases: vec![phase(400, 200), phase(100, 100)],
+        window_sent,
+        window_received,
+    };
+    let report = OverloadReport::new(&config, &params, &outcome).unwrap();
+    let recovery = &report.overload.recovery;
+    assert_eq!(
+        recovery.health,
+        StreamHealth {
+            streams_total: 4,
+            streams_alive: 2,
+            streams_dead: 1,
+        }
+    );
+    assert_eq!(recovery.health_per_direction.a_to_b.streams_alive, 2);
+    assert_eq!(recovery.health_per_direction.b_to_a.streams_dead, 1);
+    assert_eq!(recovery.health_per_direction.b_to_a.streams_alive, 0);
+    let overload = &report.overload.overload;
+    assert_eq!(
+        (overload.sent, overload.received, overload.lost),
+        (800, 400, 400)
+    );
+    assert!((overload.loss_ratio - 0.5).abs() < 1e-12);
+    assert_eq!(overload.target_pps, 2 * 2 * 200);
+    assert_eq!(recovery.report.target_pps, 2 * 2 * 50);
+    assert_eq!(recovery.report.lost, 0);
+    assert!(
+        !report.overload.generator_limited,
+        "both phases offered in full"
+    );
+
+    let short = DriveOutcome {
+        phases: vec![phase(300, 300), phase(100, 100)],
+        ..outcome.clone()
+    };
+    let limited = OverloadReport::new(&config, &params, &short).unwrap();
+    assert!(limited.overload.generator_limited, "600 of 800 pps offered");
+    assert!(limited.summary().contains("could not offer"));
+
+    let one_phase = DriveOutcome {
+        phases: vec![phase(1, 1)],
+        ..outcome
+    };
+    assert!(OverloadReport::new(&config, &params, &one_phase).is_err());
+}
+
+#[test]
+fn overload_parameters_are_bounded_and_the_window_fits_the_recovery() {
+    let mut config = config(1, 50, None);
+    config.alive_window = Duration::from_millis(500);
+    let ok = overload_params();
+    ok.validate(&config).unwrap();
+    assert_eq!((ok.overload_pps(), ok.recovery_pps()), (200, 50));
+    assert_eq!(OverloadParams::new(3).recovery_pps(), 1, "rounded down");
+    let mut bad = ok.clone();
+    bad.pps_per_stream = 1;
+    assert!(bad.validate(&config).is_err());
+    let mut bad = ok.clone();
+    bad.pps_per_stream = MAX_PPS / 2 + 1;
+    assert!(bad.validate(&config).is_err());
+    let mut bad = ok.clone();
+    bad.overload = Duration::ZERO;
+    assert!(bad.validate(&config).is_err());
+    let mut bad = ok.clone();
+    bad.recover = MAX_PHASE + Duration::from_secs(1);
+    assert!(bad.validate(&config).is_err());
+    let mut long_window = config.clone();
+    long_window.alive_window = Duration::from_secs(2);
+    assert!(
+        ok.validate(&long_window).is_err(),
+        "2 s window, 1 s recovery"
+    );
+    let mut no_window = config;
+    no_window.alive_window = Duration::ZERO;
+    assert!(no_window.validate().is_err());
 }

@@ -70,6 +70,10 @@ struct SocketBench {
     /// Skip rtpengine (for a quick look at relayd alone).
     #[arg(long)]
     skip_rtpengine: bool,
+    /// Per-stream rate of the fixed-load run that measures the relay's CPU time per packet
+    /// (below both relays' maximum, so both carry it cleanly).
+    #[arg(long, default_value_t = 300)]
+    efficiency_pps: u64,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -159,6 +163,26 @@ struct Results {
     plain: Option<serde_json::Value>,
     srtp: Option<serde_json::Value>,
     overload: Option<serde_json::Value>,
+    /// (media, relay CPU ns per forwarded packet, received pps) at the fixed load.
+    efficiency: Vec<(&'static str, f64, f64)>,
+}
+
+/// CPU time (user + system, every thread) a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = f64::from(u32::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100));
+    Ok((ticks(11) + ticks(12)) / hz.max(1.0))
 }
 
 fn socket_bench(bench: &SocketBench) -> Result<()> {
@@ -308,7 +332,36 @@ fn loadgen(
 }
 
 fn measure(relay: Relay, bench: &SocketBench, release: &Path, out_dir: &Path) -> Result<Results> {
-    let _guard = start_relay(relay, bench, release)?;
+    let guard = start_relay(relay, bench, release)?;
+    let pid = guard.0.id();
+    // CPU per packet at a fixed load both relays carry: independent of the generator's limit.
+    let mut efficiency = Vec::new();
+    for (media, plain) in [("plain RTP", true), ("SRTP<->RTP", false)] {
+        let mut extra = vec![
+            "--pps".to_owned(),
+            bench.efficiency_pps.to_string(),
+            "--duration".to_owned(),
+            "10".to_owned(),
+        ];
+        if plain {
+            extra.push("--plain".to_owned());
+        }
+        let before = cpu_seconds(pid)?;
+        let report = loadgen(relay, bench, release, &extra)?;
+        let used = cpu_seconds(pid)? - before;
+        let received = report["received"].as_f64().unwrap_or(0.0);
+        let ns = if received > 0.0 {
+            used * 1e9 / received
+        } else {
+            f64::NAN
+        };
+        println!(
+            "    {media} at {} pps: relay CPU {used:.2} s for {received:.0} packets = {ns:.0} ns/packet, loss {:.4}%",
+            report["offered_pps"].as_f64().map_or(0.0, f64::round),
+            report["loss_ratio"].as_f64().unwrap_or(1.0) * 100.0
+        );
+        efficiency.push((media, ns, report["received_pps"].as_f64().unwrap_or(0.0)));
+    }
     let search = |plain: bool| -> Result<serde_json::Value> {
         let mut extra = vec![
             "--find-max".to_owned(),
@@ -354,6 +407,7 @@ fn measure(relay: Relay, bench: &SocketBench, release: &Path, out_dir: &Path) ->
         plain: Some(plain),
         srtp: Some(srtp),
         overload,
+        efficiency,
     };
     let file: PathBuf = out_dir.join(format!(
         "socket-{}.json",
@@ -368,6 +422,10 @@ fn measure(relay: Relay, bench: &SocketBench, release: &Path, out_dir: &Path) ->
             "plain": results.plain,
             "srtp": results.srtp,
             "overload": results.overload,
+            "efficiency": results.efficiency.iter().map(|(m, ns, pps)| serde_json::json!({
+                "media": m, "relay_cpu_ns_per_packet": ns, "received_pps": pps,
+                "projected_max_pps": 1e9 / ns,
+            })).collect::<Vec<_>>(),
         }))?,
     )?;
     Ok(results)
@@ -428,6 +486,24 @@ fn print_tables(bench: &SocketBench, all: &[(Relay, Results)]) {
             if let (Some(a), Some(b)) = (a, b) {
                 println!("relayd vs rtpengine, {media}: {:.2}x", a / b);
             }
+        }
+    }
+    println!();
+    println!(
+        "| relay | media | relay CPU ns/packet at the fixed load | one-core capacity (1e9 / ns) |"
+    );
+    println!("|---|---|---:|---:|");
+    for (relay, results) in all {
+        for (media, ns, _) in &results.efficiency {
+            println!("| {} | {media} | {ns:.0} | {:.0} |", relay.name(), 1e9 / ns);
+        }
+    }
+    if let [(_, ours), (_, theirs)] = all {
+        for ((media, a, _), (_, b, _)) in ours.efficiency.iter().zip(&theirs.efficiency) {
+            println!(
+                "relayd vs rtpengine, CPU per packet, {media}: {:.2}x fewer ns",
+                b / a
+            );
         }
     }
     println!();

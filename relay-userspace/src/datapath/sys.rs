@@ -187,7 +187,17 @@ pub struct PacketBatch {
     dest_addrs: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    /// Control buffers (one `UDP_SEGMENT` cmsg per header), 8-byte aligned.
+    controls: Vec<[u64; 3]>,
+    /// Segmentation offload refused by the kernel once: send packet by packet from then on.
+    gso_disabled: bool,
 }
+
+/// `SOL_UDP` / `UDP_SEGMENT` (linux/udp.h): UDP segmentation offload on send (Linux 4.18).
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most segments the kernel takes in one GSO send (`UDP_MAX_SEGMENTS`).
+const MAX_SEGMENTS: usize = 64;
 
 impl std::fmt::Debug for PacketBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,6 +225,8 @@ impl PacketBatch {
                 slots
             ],
             headers: vec![unsafe { zeroed() }; slots],
+            controls: vec![[0u64; 3]; slots],
+            gso_disabled: false,
         }
     }
 
@@ -289,6 +301,102 @@ impl PacketBatch {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the slots listed in `which` (slot index, destination) from `socket` with UDP
+    /// segmentation offload: consecutive packets of one size to one destination go down the
+    /// stack as one GSO send (one route lookup, one skb through IP output and the device),
+    /// which on Linux costs far less per packet than one send each. Falls back to
+    /// [`Self::send`] for good if the kernel refuses GSO. Returns how many were sent.
+    pub fn send_segmented(&mut self, socket: &UdpSocket, which: &[(usize, SocketAddr)]) -> usize {
+        if self.gso_disabled || which.len() < 2 {
+            return self.send(socket, which);
+        }
+        // Runs: [start, end) of `which` with one destination and one length.
+        let mut runs: Vec<(usize, usize)> = Vec::with_capacity(self.headers.len());
+        let mut start = 0;
+        while start < which.len() {
+            let (first, dest) = which[start];
+            let len = self.lens[first];
+            let mut end = start + 1;
+            while end < which.len()
+                && end - start < MAX_SEGMENTS
+                && which[end].1 == dest
+                && self.lens[which[end].0] == len
+                && (end - start + 1) * len <= 65_000
+            {
+                end += 1;
+            }
+            runs.push((start, end));
+            start = end;
+        }
+        for (k, &(start, end)) in runs.iter().enumerate() {
+            for (j, &(slot, _)) in which[start..end].iter().enumerate() {
+                self.iovecs[start + j] = libc::iovec {
+                    iov_base: self.data[slot].as_mut_ptr().cast(),
+                    iov_len: self.lens[slot],
+                };
+            }
+            let len = to_raw(&which[start].1, &mut self.dest_addrs[k]);
+            let segments = end - start;
+            let header = &mut self.headers[k];
+            header.msg_hdr.msg_name = (&raw mut self.dest_addrs[k]).cast();
+            header.msg_hdr.msg_namelen = len;
+            header.msg_hdr.msg_iov = &raw mut self.iovecs[start];
+            header.msg_hdr.msg_iovlen = segments;
+            header.msg_hdr.msg_flags = 0;
+            header.msg_len = 0;
+            if segments > 1 {
+                let control = &mut self.controls[k];
+                *control = [0; 3];
+                // SAFETY: `control` is 24 bytes, 8-byte aligned: room for a cmsghdr (16 bytes on
+                // 64-bit Linux) and a u16.
+                unsafe {
+                    let cmsg = control.as_mut_ptr().cast::<libc::cmsghdr>();
+                    (*cmsg).cmsg_len = size_of::<libc::cmsghdr>() + size_of::<u16>();
+                    (*cmsg).cmsg_level = SOL_UDP;
+                    (*cmsg).cmsg_type = UDP_SEGMENT;
+                    let data = cmsg
+                        .cast::<u8>()
+                        .add(size_of::<libc::cmsghdr>())
+                        .cast::<u16>();
+                    data.write_unaligned(self.lens[which[start].0] as u16);
+                }
+                header.msg_hdr.msg_control = control.as_mut_ptr().cast();
+                header.msg_hdr.msg_controllen = size_of::<[u64; 3]>();
+            } else {
+                header.msg_hdr.msg_control = std::ptr::null_mut();
+                header.msg_hdr.msg_controllen = 0;
+            }
+        }
+        let vlen = libc::c_uint::try_from(runs.len()).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: headers 0..runs point at live iovecs, slot buffers, addresses and control
+        // buffers of `self`.
+        let rc = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                vlen,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match check(rc) {
+            Ok(got) => runs[..usize::try_from(got).unwrap_or(0)]
+                .iter()
+                .map(|(s, e)| e - s)
+                .sum(),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                ) =>
+            {
+                tracing::warn!(%e, "UDP segmentation offload refused; sending packet by packet");
+                self.gso_disabled = true;
+                self.send(socket, which)
+            }
+            Err(_) => 0,
         }
     }
 

@@ -509,7 +509,7 @@ fn send_to(
         if sends.is_empty() {
             continue;
         }
-        let sent = packets.send(target.socket(rtcp), sends);
+        let sent = packets.send_segmented(target.socket(rtcp), sends);
         let sent_bytes: usize = sends[..sent].iter().map(|&(i, _)| packets.lens[i]).sum();
         target_stats.packets_out.fetch_add(sent as u64, Relaxed);
         target_stats.bytes_out.fetch_add(sent_bytes as u64, Relaxed);

@@ -357,11 +357,9 @@ impl PacketBatch {
                     (*cmsg).cmsg_len = size_of::<libc::cmsghdr>() + size_of::<u16>();
                     (*cmsg).cmsg_level = SOL_UDP;
                     (*cmsg).cmsg_type = UDP_SEGMENT;
-                    let data = cmsg
-                        .cast::<u8>()
-                        .add(size_of::<libc::cmsghdr>())
-                        .cast::<u16>();
-                    data.write_unaligned(self.lens[which[start].0] as u16);
+                    let data = cmsg.cast::<u8>().add(size_of::<libc::cmsghdr>());
+                    let segment = (self.lens[which[start].0] as u16).to_ne_bytes();
+                    std::ptr::copy_nonoverlapping(segment.as_ptr(), data, segment.len());
                 }
                 header.msg_hdr.msg_control = control.as_mut_ptr().cast();
                 header.msg_hdr.msg_controllen = size_of::<[u64; 3]>();

@@ -12,6 +12,9 @@ use core::net::{IpAddr, SocketAddr};
 pub const FLOW_MAP_NAME: &str = "RELAY_FLOWS";
 /// Name of the per-CPU array of `u64` outcome counters, indexed by [`Counter`].
 pub const COUNTER_MAP_NAME: &str = "RELAY_COUNTERS";
+/// Name of the device map (`BPF_MAP_TYPE_DEVMAP_HASH`, ifindex -> ifindex) that plain flows are
+/// redirected through.
+pub const DEVMAP_NAME: &str = "RELAY_DEVMAP";
 /// Name of the XDP program inside the object file.
 pub const XDP_PROGRAM_NAME: &str = "relay_xdp";
 
@@ -99,6 +102,12 @@ pub enum FlowAction {
     Pass = 0,
     /// Drop in XDP (a torn-down or blocked flow). Counted as [`Counter::FlowDrop`].
     Drop = 1,
+    /// Plain RTP forwarded entirely in XDP: source checked against the peer, addresses and
+    /// ports rewritten to [`FlowEntry`]'s egress, checksums updated incrementally, next hop from
+    /// `bpf_fib_lookup`, out by `XDP_TX` or a `DEVMAP` redirect. Anything the program cannot
+    /// handle (unknown source, no route, IPv6 or VLAN for now) is passed to the kernel stack,
+    /// where the socket datapath applies the same rules.
+    ForwardPlain = 2,
 }
 
 impl FlowAction {
@@ -107,12 +116,24 @@ impl FlowAction {
         match value {
             0 => Some(Self::Pass),
             1 => Some(Self::Drop),
+            2 => Some(Self::ForwardPlain),
             _ => None,
         }
     }
 }
 
+/// [`FlowEntry::flags`]: a packet must come from [`FlowEntry::peer_addr`]:[`FlowEntry::peer_port_be`].
+pub const FLOW_STRICT_SOURCE: u32 = 1;
+/// [`FlowEntry::flags`]: the peer fields hold the latched (or fixed) source.
+pub const FLOW_PEER_KNOWN: u32 = 2;
+
 /// Value of the flow map.
+///
+/// ```text
+///  0: action (u32)          4: flow_id (u32)        8: flags (u32)      12: pad (u32)
+/// 16: peer_addr (16, network order, IPv4-mapped)   32: peer_port_be    34: pad
+/// 36: out_src_addr (16)    52: out_src_port_be      54: out_dst_addr (16) 70: out_dst_port_be
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowEntry {
@@ -122,15 +143,70 @@ pub struct FlowEntry {
     /// Relay-wide flow id (host byte order), chosen by relayd; identifies the flow in counters
     /// and, for AF_XDP flows, in XDP metadata.
     pub flow_id: u32,
+    /// [`FLOW_STRICT_SOURCE`] | [`FLOW_PEER_KNOWN`] (host byte order).
+    pub flags: u32,
+    /// Explicit padding; zero.
+    pub pad0: u32,
+    /// The peer packets must come from (with [`FLOW_PEER_KNOWN`]); network order, IPv4-mapped.
+    pub peer_addr: [u8; 16],
+    /// The peer's UDP port, network order.
+    pub peer_port_be: u16,
+    /// Explicit padding; zero.
+    pub pad1: u16,
+    /// Egress source: the forwarding target leg's local address (network order, IPv4-mapped).
+    pub out_src_addr: [u8; 16],
+    /// Egress source port (the target leg's local port), network order.
+    pub out_src_port_be: u16,
+    /// Egress destination: the target leg's peer (network order, IPv4-mapped).
+    pub out_dst_addr: [u8; 16],
+    /// Egress destination port, network order.
+    pub out_dst_port_be: u16,
 }
 
 impl FlowEntry {
-    /// An entry with the given action and flow id.
+    /// An entry with the given action and flow id, and no peer or egress.
     pub const fn new(action: FlowAction, flow_id: u32) -> Self {
         Self {
             action: action as u32,
             flow_id,
+            flags: 0,
+            pad0: 0,
+            peer_addr: [0; 16],
+            peer_port_be: 0,
+            pad1: 0,
+            out_src_addr: [0; 16],
+            out_src_port_be: 0,
+            out_dst_addr: [0; 16],
+            out_dst_port_be: 0,
         }
+    }
+
+    /// A plain forward: from `peer` (strict or not; `None` while not latched yet), out as
+    /// `out_src` -> `out_dst`.
+    pub fn forward_plain(
+        flow_id: u32,
+        peer: Option<SocketAddr>,
+        strict: bool,
+        out_src: SocketAddr,
+        out_dst: SocketAddr,
+    ) -> Self {
+        let mut entry = Self::new(FlowAction::ForwardPlain, flow_id);
+        if let Some(peer) = peer {
+            let key = FlowKey::from_socket_addr(peer);
+            entry.peer_addr = key.addr;
+            entry.peer_port_be = key.port_be;
+            entry.flags |= FLOW_PEER_KNOWN;
+        }
+        if strict {
+            entry.flags |= FLOW_STRICT_SOURCE;
+        }
+        let src = FlowKey::from_socket_addr(out_src);
+        entry.out_src_addr = src.addr;
+        entry.out_src_port_be = src.port_be;
+        let dst = FlowKey::from_socket_addr(out_dst);
+        entry.out_dst_addr = dst.addr;
+        entry.out_dst_port_be = dst.port_be;
+        entry
     }
 }
 
@@ -163,10 +239,24 @@ pub enum Counter {
     FlowDrop = 10,
     /// Programmed flow whose action this program does not know: passed.
     FlowUnknownAction = 11,
+    /// Plain flow forwarded out of the receiving interface (`XDP_TX`).
+    FlowForwardTx = 12,
+    /// Plain flow forwarded to another interface (`DEVMAP` redirect).
+    FlowForwardRedirect = 13,
+    /// Plain flow, packet from a source other than its peer on a strict flow: dropped.
+    FlowDropWrongSource = 14,
+    /// Plain flow whose peer is not known yet: passed, so userspace can latch it.
+    FlowPassUnlatched = 15,
+    /// Plain flow, packet from another source on a non-strict flow: passed to userspace.
+    FlowPassOtherSource = 16,
+    /// Plain flow without a route or neighbour for the egress (or egress not in the devmap).
+    FlowPassNoRoute = 17,
+    /// Plain flow the program does not forward itself (IPv6, VLAN-tagged, mixed families).
+    FlowPassUnsupported = 18,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 12;
+pub const COUNTER_COUNT: u32 = 19;
 
 impl Counter {
     /// Every counter, in index order.
@@ -183,6 +273,13 @@ impl Counter {
         Self::FlowPass,
         Self::FlowDrop,
         Self::FlowUnknownAction,
+        Self::FlowForwardTx,
+        Self::FlowForwardRedirect,
+        Self::FlowDropWrongSource,
+        Self::FlowPassUnlatched,
+        Self::FlowPassOtherSource,
+        Self::FlowPassNoRoute,
+        Self::FlowPassUnsupported,
     ];
 
     /// Stable `snake_case` name, used as the `outcome` label in metrics.
@@ -200,6 +297,13 @@ impl Counter {
             Self::FlowPass => "flow_pass",
             Self::FlowDrop => "flow_drop",
             Self::FlowUnknownAction => "flow_unknown_action",
+            Self::FlowForwardTx => "flow_forward_tx",
+            Self::FlowForwardRedirect => "flow_forward_redirect",
+            Self::FlowDropWrongSource => "flow_drop_wrong_source",
+            Self::FlowPassUnlatched => "flow_pass_unlatched",
+            Self::FlowPassOtherSource => "flow_pass_other_source",
+            Self::FlowPassNoRoute => "flow_pass_no_route",
+            Self::FlowPassUnsupported => "flow_pass_unsupported",
         }
     }
 
@@ -212,8 +316,8 @@ impl Counter {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: both types are #[repr(C)], Copy, contain only integers and byte arrays, and have no
-    // implicit padding (FlowKey: 16 + 2 + 2 bytes, FlowEntry: 4 + 4 bytes), so every bit pattern
-    // is valid and no byte is uninitialised.
+    // implicit padding (FlowKey: 16 + 2 + 2 bytes, FlowEntry: 72 bytes laid out in its doc), so
+    // every bit pattern is valid and no byte is uninitialised.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::FlowEntry {}
@@ -228,7 +332,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 20);
-        assert_eq!(size_of::<FlowEntry>(), 8);
+        assert_eq!(size_of::<FlowEntry>(), 72);
     }
 
     #[test]
@@ -264,6 +368,7 @@ mod tests {
     fn unknown_actions_decode_to_none() {
         assert_eq!(FlowAction::from_u32(0), Some(FlowAction::Pass));
         assert_eq!(FlowAction::from_u32(1), Some(FlowAction::Drop));
+        assert_eq!(FlowAction::from_u32(2), Some(FlowAction::ForwardPlain));
         assert_eq!(FlowAction::from_u32(7), None);
     }
 }

@@ -5,22 +5,38 @@
 //! flow map ([`relay_common::FlowKey`] -> [`relay_common::FlowEntry`]). Every packet bumps exactly
 //! one named per-CPU counter ([`relay_common::Counter`]). Anything that is not a programmed flow
 //! gets `XDP_PASS`: unknown traffic is never harmed.
+//!
+//! Plain flows ([`relay_common::FlowAction::ForwardPlain`]) are forwarded here: the source is
+//! checked against the flow's peer (strict flows drop strangers; an unlatched flow passes the
+//! packet so userspace can latch it), the next hop comes from `bpf_fib_lookup` *before* the
+//! packet is touched (no route: passed unmodified), then addresses and ports are rewritten with
+//! incremental checksum updates (RFC 1624) and the frame leaves by `XDP_TX` or a `DEVMAP`
+//! redirect. IPv4 without VLAN tags for now; the rest is passed to the socket datapath.
 #![no_std]
 #![no_main]
 
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
+    helpers::generated::bpf_fib_lookup as fib_lookup,
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
+    EbpfContext as _,
 };
-use relay_common::{Counter, FlowAction, FlowEntry, FlowKey, COUNTER_COUNT, FLOW_MAP_CAPACITY};
+use relay_common::{
+    Counter, FlowAction, FlowEntry, FlowKey, COUNTER_COUNT, FLOW_MAP_CAPACITY, FLOW_PEER_KNOWN,
+    FLOW_STRICT_SOURCE,
+};
 
 /// Programmed flows, written by relayd.
 #[map(name = "RELAY_FLOWS")]
 static RELAY_FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(FLOW_MAP_CAPACITY, 0);
+
+/// Egress interfaces for redirects (ifindex -> ifindex), written by relayd.
+#[map(name = "RELAY_DEVMAP")]
+static RELAY_DEVMAP: DevMapHash = DevMapHash::with_max_entries(64, 0);
 
 /// Outcome counters, one slot per [`Counter`], per CPU.
 #[map(name = "RELAY_COUNTERS")]
@@ -39,6 +55,7 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
 const IPPROTO_UDP: u8 = 17;
+const AF_INET: u8 = 2;
 
 /// The outcome of parsing one frame: the XDP action and the counter that explains it.
 struct Verdict {
@@ -90,8 +107,10 @@ fn classify(ctx: &XdpContext) -> Verdict {
         return pass(Counter::PassTruncatedEthernet);
     };
     let mut l3 = ETH_HEADER_LEN;
+    let mut tagged = false;
     // One 802.1Q / 802.1ad tag: TCI(2) inner ethertype(2).
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        tagged = true;
         let Some(inner) = be16_at(ctx, l3 + 2) else {
             return pass(Counter::PassTruncatedEthernet);
         };
@@ -131,7 +150,200 @@ fn classify(ctx: &XdpContext) -> Verdict {
             action: xdp_action::XDP_DROP,
             counter: Counter::FlowDrop,
         },
+        Some(FlowAction::ForwardPlain) => {
+            if tagged || ethertype != ETH_P_IPV4 || !is_v4_mapped(&entry.out_dst_addr) {
+                return pass(Counter::FlowPassUnsupported);
+            }
+            forward_ipv4(ctx, l3, l4, &udp, &entry)
+        }
         None => pass(Counter::FlowUnknownAction),
+    }
+}
+
+const fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    addr[0] == 0
+        && addr[1] == 0
+        && addr[2] == 0
+        && addr[3] == 0
+        && addr[4] == 0
+        && addr[5] == 0
+        && addr[6] == 0
+        && addr[7] == 0
+        && addr[8] == 0
+        && addr[9] == 0
+        && addr[10] == 0xff
+        && addr[11] == 0xff
+}
+
+/// Adds 16-bit words to a one's-complement sum (RFC 1071).
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// RFC 1624 eqn. 3: the checksum after the 16-bit words `old` became `new`.
+#[inline(always)]
+fn checksum_update(check: u16, old: &[u16; 6], new: &[u16; 6]) -> u16 {
+    let mut sum = u32::from(!check);
+    let mut i = 0;
+    while i < 6 {
+        sum += u32::from(!old[i]) + u32::from(new[i]);
+        i += 1;
+    }
+    !fold(sum)
+}
+
+#[inline(always)]
+fn words(addr: [u8; 4], port: [u8; 2]) -> [u16; 3] {
+    [
+        u16::from_be_bytes([addr[0], addr[1]]),
+        u16::from_be_bytes([addr[2], addr[3]]),
+        u16::from_be_bytes(port),
+    ]
+}
+
+/// Forwards an IPv4/UDP packet of a plain flow (see the module doc).
+#[inline(always)]
+fn forward_ipv4(
+    ctx: &XdpContext,
+    l3: usize,
+    l4: usize,
+    udp: &[u8; UDP_HEADER_LEN],
+    entry: &FlowEntry,
+) -> Verdict {
+    let Some(ip) = bytes_at::<IPV4_MIN_HEADER_LEN>(ctx, l3) else {
+        return pass(Counter::PassBadIpHeader);
+    };
+    let src_addr = [ip[12], ip[13], ip[14], ip[15]];
+    let dst_addr = [ip[16], ip[17], ip[18], ip[19]];
+    let src_port = [udp[0], udp[1]];
+    let dst_port = [udp[2], udp[3]];
+    // Source check.
+    if entry.flags & FLOW_PEER_KNOWN == 0 {
+        return pass(Counter::FlowPassUnlatched);
+    }
+    let peer = &entry.peer_addr;
+    let from_peer = peer[12] == src_addr[0]
+        && peer[13] == src_addr[1]
+        && peer[14] == src_addr[2]
+        && peer[15] == src_addr[3]
+        && entry.peer_port_be.to_ne_bytes() == src_port;
+    if !from_peer {
+        return if entry.flags & FLOW_STRICT_SOURCE != 0 {
+            Verdict {
+                action: xdp_action::XDP_DROP,
+                counter: Counter::FlowDropWrongSource,
+            }
+        } else {
+            pass(Counter::FlowPassOtherSource)
+        };
+    }
+    let new_src = [
+        entry.out_src_addr[12],
+        entry.out_src_addr[13],
+        entry.out_src_addr[14],
+        entry.out_src_addr[15],
+    ];
+    let new_dst = [
+        entry.out_dst_addr[12],
+        entry.out_dst_addr[13],
+        entry.out_dst_addr[14],
+        entry.out_dst_addr[15],
+    ];
+    let new_sport = entry.out_src_port_be.to_ne_bytes();
+    let new_dport = entry.out_dst_port_be.to_ne_bytes();
+
+    // Next hop first: without one, the packet goes to the stack untouched.
+    // SAFETY: bpf_fib_lookup is plain old data; all-zero is a valid starting value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = IPPROTO_UDP;
+    params.sport = u16::from_ne_bytes(new_sport);
+    params.dport = u16::from_ne_bytes(new_dport);
+    params.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    params.ifindex = ctx.ingress_ifindex() as u32;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(new_src);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(new_dst);
+    // A forwarding lookup from the ingress device: the kernel answers only when IP forwarding
+    // is enabled on it (relayd enables it on its XDP interfaces).
+    // SAFETY: `params` is a live bpf_fib_lookup of the size passed; the context is the
+    // program's own.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return pass(Counter::FlowPassNoRoute);
+    }
+    let egress = params.ifindex;
+    let ingress = ctx.ingress_ifindex() as u32;
+    // The redirect target must be an interface relayd put in the devmap; check before
+    // rewriting so a miss passes the packet unmodified.
+    let action = if egress == ingress {
+        xdp_action::XDP_TX
+    } else {
+        match RELAY_DEVMAP.redirect(egress, u64::from(xdp_action::XDP_PASS)) {
+            Ok(action) => action,
+            Err(_) => return pass(Counter::FlowPassNoRoute),
+        }
+    };
+
+    // Rewrite: MACs, IPv4 addresses (header checksum), UDP ports (UDP checksum, if any).
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + l4 + UDP_HEADER_LEN > end || start + l3 + IPV4_MIN_HEADER_LEN > end {
+        return pass(Counter::PassTruncatedUdp);
+    }
+    let old = {
+        let s = words(src_addr, src_port);
+        let d = words(dst_addr, dst_port);
+        [s[0], s[1], d[0], d[1], s[2], d[2]]
+    };
+    let new = {
+        let s = words(new_src, new_sport);
+        let d = words(new_dst, new_dport);
+        [s[0], s[1], d[0], d[1], s[2], d[2]]
+    };
+    let old_ip = [old[0], old[1], old[2], old[3], 0, 0];
+    let new_ip = [new[0], new[1], new[2], new[3], 0, 0];
+    let ip_check = checksum_update(u16::from_be_bytes([ip[10], ip[11]]), &old_ip, &new_ip);
+    let udp_check_old = u16::from_be_bytes([udp[6], udp[7]]);
+    let udp_check = if udp_check_old == 0 {
+        0
+    } else {
+        match checksum_update(udp_check_old, &old, &new) {
+            0 => 0xffff,
+            c => c,
+        }
+    };
+    // SAFETY: every write below lies inside [start, end), checked above (the Ethernet header is
+    // inside l3, which is at least 14).
+    unsafe {
+        let eth = start as *mut u8;
+        core::ptr::copy_nonoverlapping(params.dmac.as_ptr(), eth, 6);
+        core::ptr::copy_nonoverlapping(params.smac.as_ptr(), eth.add(6), 6);
+        let ip = (start + l3) as *mut u8;
+        core::ptr::copy_nonoverlapping(new_src.as_ptr(), ip.add(12), 4);
+        core::ptr::copy_nonoverlapping(new_dst.as_ptr(), ip.add(16), 4);
+        core::ptr::copy_nonoverlapping(ip_check.to_be_bytes().as_ptr(), ip.add(10), 2);
+        let udp = (start + l4) as *mut u8;
+        core::ptr::copy_nonoverlapping(new_sport.as_ptr(), udp, 2);
+        core::ptr::copy_nonoverlapping(new_dport.as_ptr(), udp.add(2), 2);
+        core::ptr::copy_nonoverlapping(udp_check.to_be_bytes().as_ptr(), udp.add(6), 2);
+    }
+    Verdict {
+        action,
+        counter: if action == xdp_action::XDP_TX {
+            Counter::FlowForwardTx
+        } else {
+            Counter::FlowForwardRedirect
+        },
     }
 }
 
@@ -190,6 +402,7 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Result<([u8; 16], usize), Counter>
 }
 
 const _: () = assert!(size_of::<FlowKey>() == 20);
+const _: () = assert!(size_of::<FlowEntry>() == 72);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -9,12 +9,13 @@
 use std::{fmt, io};
 
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{xdp::XdpMapError, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError,
 };
 use relay_common::{
-    Counter, FlowEntry, FlowKey, COUNTER_COUNT, COUNTER_MAP_NAME, FLOW_MAP_NAME, XDP_PROGRAM_NAME,
+    Counter, FlowEntry, FlowKey, COUNTER_COUNT, COUNTER_MAP_NAME, DEVMAP_NAME, FLOW_MAP_NAME,
+    XDP_PROGRAM_NAME,
 };
 use tracing::{info, warn};
 
@@ -164,6 +165,15 @@ pub enum XdpError {
         #[source]
         source: MapError,
     },
+    /// A device map operation failed.
+    #[error("BPF devmap {operation} failed: {source}")]
+    DevMap {
+        /// What was being done.
+        operation: &'static str,
+        /// The map error.
+        #[source]
+        source: Box<XdpMapError>,
+    },
     /// `BPF_PROG_TEST_RUN` failed.
     #[error("BPF_PROG_TEST_RUN failed: {source}")]
     TestRun {
@@ -230,6 +240,7 @@ pub struct RelayXdp {
     ebpf: Ebpf,
     flows: HashMap<MapData, FlowKey, FlowEntry>,
     counters: PerCpuArray<MapData, u64>,
+    devmap: DevMapHash<MapData>,
     attachments: Vec<Attachment>,
 }
 
@@ -273,10 +284,17 @@ impl RelayXdp {
             operation: "open",
             source,
         })?;
+        let devmap = take_map(&mut ebpf, DEVMAP_NAME)?;
+        let devmap = DevMapHash::try_from(devmap).map_err(|source| XdpError::Map {
+            map: DEVMAP_NAME,
+            operation: "open",
+            source,
+        })?;
         Ok(Self {
             ebpf,
             flows,
             counters,
+            devmap,
             attachments: Vec::new(),
         })
     }
@@ -431,9 +449,39 @@ impl RelayXdp {
         Ok(snapshot)
     }
 
+    /// Lets plain flows be redirected out of interface `ifindex`.
+    pub fn add_egress(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        self.devmap
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|source| XdpError::DevMap {
+                operation: "insert",
+                source: Box::new(source),
+            })
+    }
+
+    /// Runs the program once on `frame` as received on interface `ingress_ifindex` (of the
+    /// calling thread's network namespace), with `BPF_PROG_TEST_RUN`.
+    pub fn test_run_on(
+        &self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<TestRunOutcome, XdpError> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (u32 each).
+        let frame_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let mut context = [0u8; 24];
+        context[4..8].copy_from_slice(&frame_len.to_ne_bytes());
+        context[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        self.run_test(frame, Some(&context))
+    }
+
     /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN`, as the kernel would on
     /// receive (maps and counters included). Used by tests and fixtures.
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutcome, XdpError> {
+        self.run_test(frame, None)
+    }
+
+    fn run_test(&self, frame: &[u8], context: Option<&[u8]>) -> Result<TestRunOutcome, XdpError> {
         // Room for programs that grow the frame (encapsulation, metadata).
         let mut frame_out = vec![0u8; frame.len() + 256];
         let result = self
@@ -441,6 +489,7 @@ impl RelayXdp {
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut frame_out),
+                ctx_in: context,
                 ..TestRunOptions::default()
             })
             .map_err(|source| XdpError::TestRun {

@@ -250,7 +250,7 @@ fn loaded_program() -> RelayXdp {
             FlowKey::v4(v4, FLOW_UNKNOWN_ACTION_PORT),
             FlowEntry {
                 action: 9,
-                flow_id: 3,
+                ..FlowEntry::new(FlowAction::Pass, 3)
             },
         ),
         (

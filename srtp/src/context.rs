@@ -482,9 +482,9 @@ impl Context {
         }
     }
 
-    fn prepare_protect_rtp(&self, buf: &[u8], len: usize) -> Result<Job, Error> {
-        let header = parse_rtp(&buf[..len])?;
-        let len_out = len + self.rtp_overhead();
+    /// Checks that a packet growing to `len_out` fits `buf` and the engine's limit, and that the
+    /// active master key has lifetime left; returns the active key.
+    fn sending_key(&self, buf: &[u8], len_out: usize, rtcp: bool) -> Result<usize, Error> {
         if len_out > buf.len() {
             return Err(Error::BufferTooSmall {
                 needed: len_out,
@@ -497,13 +497,22 @@ impl Context {
                 max: MAX_PACKET_LEN,
             });
         }
-        let key = self.active_key;
-        let keys = &self.keys[key];
-        if keys.rtp_used >= keys.rtp_limit {
-            return Err(Error::KeyLifetimeExhausted {
-                limit: keys.rtp_limit,
-            });
+        let keys = &self.keys[self.active_key];
+        let (used, limit) = if rtcp {
+            (keys.rtcp_used, keys.rtcp_limit)
+        } else {
+            (keys.rtp_used, keys.rtp_limit)
+        };
+        if used >= limit {
+            return Err(Error::KeyLifetimeExhausted { limit });
         }
+        Ok(self.active_key)
+    }
+
+    fn prepare_protect_rtp(&self, buf: &[u8], len: usize) -> Result<Job, Error> {
+        let header = parse_rtp(&buf[..len])?;
+        let len_out = len + self.rtp_overhead();
+        let key = self.sending_key(buf, len_out, false)?;
         let stream = self.stream_slot(header.ssrc);
         let index = match stream.and_then(|i| self.streams[i].rtp.as_ref()) {
             Some(state) => {
@@ -653,25 +662,7 @@ impl Context {
     fn prepare_protect_rtcp(&self, buf: &[u8], len: usize) -> Result<Job, Error> {
         let ssrc = parse_rtcp(&buf[..len])?;
         let len_out = len + self.rtcp_overhead();
-        if len_out > buf.len() {
-            return Err(Error::BufferTooSmall {
-                needed: len_out,
-                capacity: buf.len(),
-            });
-        }
-        if len_out > MAX_PACKET_LEN {
-            return Err(Error::PacketTooLarge {
-                len: len_out,
-                max: MAX_PACKET_LEN,
-            });
-        }
-        let key = self.active_key;
-        let keys = &self.keys[key];
-        if keys.rtcp_used >= keys.rtcp_limit {
-            return Err(Error::KeyLifetimeExhausted {
-                limit: keys.rtcp_limit,
-            });
-        }
+        let key = self.sending_key(buf, len_out, true)?;
         let stream = self.stream_slot(ssrc);
         let index = stream
             .and_then(|i| self.streams[i].rtcp.as_ref())

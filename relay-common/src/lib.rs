@@ -15,6 +15,8 @@ pub const COUNTER_MAP_NAME: &str = "RELAY_COUNTERS";
 /// Name of the device map (`BPF_MAP_TYPE_DEVMAP_HASH`, ifindex -> ifindex) that plain flows are
 /// redirected through.
 pub const DEVMAP_NAME: &str = "RELAY_DEVMAP";
+/// Name of the per-CPU array of [`FlowStats`], indexed by [`FlowEntry::flow_id`].
+pub const FLOW_STATS_MAP_NAME: &str = "RELAY_FLOW_STATS";
 /// Name of the XDP program inside the object file.
 pub const XDP_PROGRAM_NAME: &str = "relay_xdp";
 
@@ -210,6 +212,18 @@ impl FlowEntry {
     }
 }
 
+/// Packets and bytes a flow forwarded in XDP (one per flow id, per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Packets forwarded (`XDP_TX` or redirect).
+    pub packets: u64,
+    /// Bytes forwarded (frame length).
+    pub bytes: u64,
+    /// Packets dropped for a wrong source.
+    pub wrong_source: u64,
+}
+
 /// Named indices of the per-CPU outcome counter array. Every packet the program sees bumps
 /// exactly one of them, so their sum is the number of packets seen.
 #[repr(u32)]
@@ -321,6 +335,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::FlowEntry {}
+    // SAFETY: three u64, no padding.
+    unsafe impl aya::Pod for super::FlowStats {}
 }
 
 #[cfg(test)]

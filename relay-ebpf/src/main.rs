@@ -26,13 +26,18 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use relay_common::{
-    Counter, FlowAction, FlowEntry, FlowKey, COUNTER_COUNT, FLOW_MAP_CAPACITY, FLOW_PEER_KNOWN,
-    FLOW_STRICT_SOURCE,
+    Counter, FlowAction, FlowEntry, FlowKey, FlowStats, COUNTER_COUNT, FLOW_MAP_CAPACITY,
+    FLOW_PEER_KNOWN, FLOW_STRICT_SOURCE,
 };
 
 /// Programmed flows, written by relayd.
 #[map(name = "RELAY_FLOWS")]
 static RELAY_FLOWS: HashMap<FlowKey, FlowEntry> = HashMap::with_max_entries(FLOW_MAP_CAPACITY, 0);
+
+/// Per-flow counters, indexed by flow id (ids at or above the capacity are not counted).
+#[map(name = "RELAY_FLOW_STATS")]
+static RELAY_FLOW_STATS: PerCpuArray<FlowStats> =
+    PerCpuArray::with_max_entries(FLOW_MAP_CAPACITY, 0);
 
 /// Egress interfaces for redirects (ifindex -> ifindex), written by relayd.
 #[map(name = "RELAY_DEVMAP")]
@@ -232,6 +237,10 @@ fn forward_ipv4(
         && entry.peer_port_be.to_ne_bytes() == src_port;
     if !from_peer {
         return if entry.flags & FLOW_STRICT_SOURCE != 0 {
+            if let Some(stats) = RELAY_FLOW_STATS.get_ptr_mut(entry.flow_id) {
+                // SAFETY: this CPU's slot of a per-CPU array.
+                unsafe { (*stats).wrong_source += 1 };
+            }
             Verdict {
                 action: xdp_action::XDP_DROP,
                 counter: Counter::FlowDropWrongSource,
@@ -336,6 +345,13 @@ fn forward_ipv4(
         core::ptr::copy_nonoverlapping(new_sport.as_ptr(), udp, 2);
         core::ptr::copy_nonoverlapping(new_dport.as_ptr(), udp.add(2), 2);
         core::ptr::copy_nonoverlapping(udp_check.to_be_bytes().as_ptr(), udp.add(6), 2);
+    }
+    if let Some(stats) = RELAY_FLOW_STATS.get_ptr_mut(entry.flow_id) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe {
+            (*stats).packets += 1;
+            (*stats).bytes += (end - start) as u64;
+        }
     }
     Verdict {
         action,

@@ -13,3 +13,4 @@ pub mod model;
 pub mod ports;
 pub mod relay;
 pub mod xdp;
+pub mod xdp_flows;

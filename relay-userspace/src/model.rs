@@ -483,9 +483,14 @@ pub struct LegCountersView {
     /// Drops by reason (`wrong_source`, `no_remote`, `no_target`, `malformed`, `srtp_error`,
     /// `send_error`, `not_forwarded`).
     pub drops: std::collections::BTreeMap<String, u64>,
-    /// Unix time (ms) of the last packet received, if any.
+    /// Unix time (ms) of the last packet received, if any (packets forwarded in XDP do not
+    /// update it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_packet_unix_ms: Option<u64>,
+    /// Of `packets_in`, how many XDP forwarded without userspace (absent when the leg has no
+    /// kernel flow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp_packets: Option<u64>,
 }
 
 /// A leg as returned by the API.

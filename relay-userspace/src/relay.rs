@@ -25,6 +25,7 @@ use crate::{
         SessionSpec, SessionSummary, SessionView, SpecError,
     },
     ports::PortAllocator,
+    xdp_flows::{plan, LegLocal, XdpFlows},
 };
 
 /// How often a port is retried when the OS says it is taken by someone else.
@@ -93,6 +94,9 @@ struct LegRecord {
     stats: Arc<LegStats>,
     created: Instant,
     timed_out: bool,
+    /// Packets XDP forwarded for this leg at the last media-timeout check, and when that count
+    /// last moved (XDP-forwarded packets never reach the socket counters' clock).
+    xdp_seen: (u64, Option<Instant>),
 }
 
 struct SessionRecord {
@@ -115,6 +119,8 @@ pub struct Relay {
     datapath: SocketDatapath,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
+    /// Plain flows pinned in XDP (with `datapath.kind = "xdp"`).
+    xdp_flows: Option<Mutex<XdpFlows>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -174,7 +180,34 @@ impl Relay {
                 ports,
             }),
             events,
+            xdp_flows: None,
         }
+    }
+
+    /// Pins eligible plain flows in XDP from now on (see [`crate::xdp_flows`]).
+    #[must_use]
+    pub fn with_xdp_flows(mut self, flows: XdpFlows) -> Self {
+        self.xdp_flows = Some(Mutex::new(flows));
+        self
+    }
+
+    /// (Re-)programs a session's kernel flows after its legs changed.
+    fn program_xdp(&self, key: u64, legs: &[LegRecord]) {
+        let Some(flows) = &self.xdp_flows else {
+            return;
+        };
+        let locals: Vec<LegLocal<'_>> = legs
+            .iter()
+            .map(|l| LegLocal {
+                spec: &l.spec,
+                address: l.address,
+                rtp_port: l.rtp_port,
+            })
+            .collect();
+        flows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .program(key, &plan(&locals));
     }
 
     /// The configuration.
@@ -206,7 +239,7 @@ impl Relay {
         let mut state = self.lock();
         if let Some(existing) = state.sessions.get(id) {
             if existing.spec == spec {
-                return Ok((Self::view(id, existing), false));
+                return Ok((self.view(id, existing), false));
             }
         } else if state.sessions.len() >= self.config.media.max_sessions {
             return Err(RelayError::TooManySessions {
@@ -281,6 +314,7 @@ impl Relay {
         );
         let programs = self.programs(&spec, &legs, crypto_changes);
         self.datapath.install(key, programs);
+        self.program_xdp(key, &legs);
         let record = SessionRecord {
             key,
             spec,
@@ -288,7 +322,7 @@ impl Relay {
             media_timeout,
             legs,
         };
-        let view = Self::view(id, &record);
+        let view = self.view(id, &record);
         state.sessions.insert(id.to_owned(), record);
         if created {
             info!(session = id, "session created");
@@ -365,6 +399,7 @@ impl Relay {
                         stats: Arc::new(LegStats::default()),
                         created: now,
                         timed_out: false,
+                        xdp_seen: (0, None),
                     });
                 }
                 Err(e) => {
@@ -477,7 +512,8 @@ impl Relay {
         session.legs[index].spec = leg;
         let programs = self.programs(&session.spec, &session.legs, crypto);
         self.datapath.install(session.key, programs);
-        Ok(Self::view(id, session))
+        self.program_xdp(session.key, &session.legs);
+        Ok(self.view(id, session))
     }
 
     /// Deletes a session; its ports go into quarantine.
@@ -489,6 +525,12 @@ impl Relay {
             .remove(id)
             .ok_or_else(|| RelayError::SessionNotFound { id: id.to_owned() })?;
         self.datapath.remove(session.key);
+        if let Some(flows) = &self.xdp_flows {
+            flows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(session.key);
+        }
         for leg in &session.legs {
             if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
                 ports.release(leg.rtp_port, now);
@@ -505,7 +547,7 @@ impl Relay {
             .sessions
             .get(id)
             .ok_or_else(|| RelayError::SessionNotFound { id: id.to_owned() })?;
-        Ok(Self::view(id, session))
+        Ok(self.view(id, session))
     }
 
     /// Every session, briefly.
@@ -533,15 +575,29 @@ impl Relay {
         let mut state = self.lock();
         let mut fired = 0;
         for (id, session) in &mut state.sessions {
-            for leg in &mut session.legs {
+            let xdp = self.xdp_flows.as_ref().map(|f| {
+                f.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .counters(session.key, session.legs.len())
+            });
+            for (i, leg) in session.legs.iter_mut().enumerate() {
+                if let Some(x) = xdp.as_ref().and_then(|x| x.get(i)) {
+                    if x.packets_in != leg.xdp_seen.0 {
+                        leg.xdp_seen = (x.packets_in, Some(now));
+                    }
+                }
                 let last = leg
                     .stats
                     .last_packet_unix_ms
                     .load(std::sync::atomic::Ordering::Relaxed);
-                let silent = if last == 0 {
+                let socket_silence = if last == 0 {
                     now.saturating_duration_since(leg.created)
                 } else {
                     Duration::from_millis(now_ms.saturating_sub(last))
+                };
+                let silent = match leg.xdp_seen.1 {
+                    Some(at) => socket_silence.min(now.saturating_duration_since(at)),
+                    None => socket_silence,
                 };
                 let timed_out = silent >= session.media_timeout;
                 if timed_out && !leg.timed_out {
@@ -600,7 +656,12 @@ impl Relay {
         totals
     }
 
-    fn view(id: &str, session: &SessionRecord) -> SessionView {
+    fn view(&self, id: &str, session: &SessionRecord) -> SessionView {
+        let xdp = self.xdp_flows.as_ref().map(|f| {
+            f.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .counters(session.key, session.legs.len())
+        });
         SessionView {
             id: id.to_owned(),
             media_timeout_secs: session.media_timeout.as_secs(),
@@ -608,8 +669,19 @@ impl Relay {
             legs: session
                 .legs
                 .iter()
-                .map(|leg| {
+                .enumerate()
+                .map(|(i, leg)| {
                     let (latched_rtp, latched_rtcp) = leg.stats.latched();
+                    let mut counters = leg.stats.view();
+                    if let Some(x) = xdp.as_ref().and_then(|x| x.get(i)) {
+                        counters.packets_in += x.packets_in;
+                        counters.bytes_in += x.bytes_in;
+                        counters.packets_out += x.packets_out;
+                        counters.bytes_out += x.bytes_out;
+                        *counters.drops.entry("wrong_source".to_owned()).or_insert(0) +=
+                            x.wrong_source;
+                        counters.xdp_packets = Some(x.packets_in);
+                    }
                     let s = &leg.spec;
                     LegView {
                         id: s.id.clone(),
@@ -633,7 +705,7 @@ impl Relay {
                         outbound_crypto: s.outbound_crypto.as_ref().map(crypto_view),
                         forward_to: s.forward_to.clone(),
                         media_timed_out: leg.timed_out,
-                        counters: leg.stats.view(),
+                        counters,
                     }
                 })
                 .collect(),

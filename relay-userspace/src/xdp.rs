@@ -14,8 +14,8 @@ use aya::{
     Ebpf, EbpfError,
 };
 use relay_common::{
-    Counter, FlowEntry, FlowKey, COUNTER_COUNT, COUNTER_MAP_NAME, DEVMAP_NAME, FLOW_MAP_NAME,
-    XDP_PROGRAM_NAME,
+    Counter, FlowEntry, FlowKey, FlowStats, COUNTER_COUNT, COUNTER_MAP_NAME, DEVMAP_NAME,
+    FLOW_MAP_NAME, FLOW_STATS_MAP_NAME, XDP_PROGRAM_NAME,
 };
 use tracing::{info, warn};
 
@@ -241,6 +241,7 @@ pub struct RelayXdp {
     flows: HashMap<MapData, FlowKey, FlowEntry>,
     counters: PerCpuArray<MapData, u64>,
     devmap: DevMapHash<MapData>,
+    flow_stats: PerCpuArray<MapData, FlowStats>,
     attachments: Vec<Attachment>,
 }
 
@@ -290,11 +291,18 @@ impl RelayXdp {
             operation: "open",
             source,
         })?;
+        let flow_stats = take_map(&mut ebpf, FLOW_STATS_MAP_NAME)?;
+        let flow_stats = PerCpuArray::try_from(flow_stats).map_err(|source| XdpError::Map {
+            map: FLOW_STATS_MAP_NAME,
+            operation: "open",
+            source,
+        })?;
         Ok(Self {
             ebpf,
             flows,
             counters,
             devmap,
+            flow_stats,
             attachments: Vec::new(),
         })
     }
@@ -447,6 +455,54 @@ impl RelayXdp {
             snapshot.values[counter.index() as usize] = per_cpu.iter().sum();
         }
         Ok(snapshot)
+    }
+
+    /// What flow `flow_id` forwarded in XDP, summed over CPUs.
+    pub fn flow_stats(&self, flow_id: u32) -> Result<FlowStats, XdpError> {
+        let per_cpu = self
+            .flow_stats
+            .get(&flow_id, 0)
+            .map_err(|source| XdpError::Map {
+                map: FLOW_STATS_MAP_NAME,
+                operation: "read",
+                source,
+            })?;
+        Ok(per_cpu.iter().fold(FlowStats::default(), |mut sum, s| {
+            sum.packets += s.packets;
+            sum.bytes += s.bytes;
+            sum.wrong_source += s.wrong_source;
+            sum
+        }))
+    }
+
+    /// Clears flow `flow_id`'s counters (before the id is reused).
+    pub fn reset_flow_stats(&mut self, flow_id: u32) -> Result<(), XdpError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| XdpError::Map {
+            map: FLOW_STATS_MAP_NAME,
+            operation: "count CPUs",
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            }),
+        })?;
+        let zero =
+            aya::maps::PerCpuValues::try_from(vec![FlowStats::default(); cpus]).map_err(|e| {
+                XdpError::Map {
+                    map: FLOW_STATS_MAP_NAME,
+                    operation: "reset",
+                    source: MapError::SyscallError(aya::sys::SyscallError {
+                        call: "per_cpu_values",
+                        io_error: e,
+                    }),
+                }
+            })?;
+        self.flow_stats
+            .set(flow_id, zero, 0)
+            .map_err(|source| XdpError::Map {
+                map: FLOW_STATS_MAP_NAME,
+                operation: "reset",
+                source,
+            })
     }
 
     /// Lets plain flows be redirected out of interface `ifindex`.

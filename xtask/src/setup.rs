@@ -19,6 +19,7 @@ const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
     "iputils-ping",
+    "ethtool",
     "baresip",
     "kamailio",
     "kamailio-tls-modules",

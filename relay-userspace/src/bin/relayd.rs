@@ -19,6 +19,7 @@ use relay_userspace::{
     datapath::{sys, DatapathOptions, SocketDatapath},
     relay::Relay,
     xdp::{AttachMode, RelayXdp},
+    xdp_flows::XdpFlows,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -172,11 +173,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(limit) => info!(limit, "open-file limit"),
         Err(e) => warn!(%e, "cannot raise the open-file limit"),
     }
-    anyhow::ensure!(
-        config.datapath.kind == DatapathKind::Socket,
-        "datapath.kind = \"xdp\" (kernel forwarding) is not in this build yet; use \"socket\" \
-         (datapath.xdp_interfaces still attaches the XDP program, which passes and counts)"
-    );
     let xdp = if config.datapath.xdp_interfaces.is_empty() {
         None
     } else {
@@ -184,6 +180,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         for interface in &config.datapath.xdp_interfaces {
             // On error, dropping `xdp` detaches from the interfaces attached so far.
             xdp.attach(interface, config.datapath.xdp_mode.into())?;
+            if config.datapath.kind == DatapathKind::Xdp {
+                prepare_forwarding(&mut xdp, interface)?;
+            }
         }
         Some(Arc::new(Mutex::new(xdp)))
     };
@@ -202,7 +201,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let max_body = config.http.max_body_bytes;
     let xdp_interfaces = config.datapath.xdp_interfaces.clone();
     let xdp_mode = config.datapath.xdp_mode;
-    let relay = Arc::new(Relay::new(config, datapath));
+    let pin_flows = config.datapath.kind == DatapathKind::Xdp;
+    let mut relay = Relay::new(config, datapath);
+    if let (true, Some(xdp)) = (pin_flows, &xdp) {
+        relay = relay.with_xdp_flows(XdpFlows::new(Arc::clone(xdp)));
+        info!("plain flows with fixed peers are forwarded in XDP");
+    }
+    let relay = Arc::new(relay);
     let state = ApiState::new(Arc::clone(&relay), token, xdp.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -238,6 +243,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .detach_all()?;
     }
     info!("relayd stopped");
+    Ok(())
+}
+
+/// Lets XDP redirect out of `interface` and answer `bpf_fib_lookup` there (which needs IP
+/// forwarding enabled on it).
+fn prepare_forwarding(xdp: &mut RelayXdp, interface: &str) -> anyhow::Result<()> {
+    let name = std::ffi::CString::new(interface).context("interface name")?;
+    // SAFETY: a valid NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    anyhow::ensure!(index != 0, "no network interface named {interface:?}");
+    xdp.add_egress(index)?;
+    let knob = format!("/proc/sys/net/ipv4/conf/{interface}/forwarding");
+    std::fs::write(&knob, "1").with_context(|| {
+        format!("cannot enable IP forwarding ({knob}), which XDP forwarding needs")
+    })?;
     Ok(())
 }
 

@@ -117,6 +117,7 @@ impl LegStats {
                 .map(|&r| (r.name().to_owned(), self.drops(r)))
                 .collect(),
             last_packet_unix_ms: (last != 0).then_some(last),
+            xdp_packets: None,
         }
     }
 }

@@ -50,13 +50,24 @@ pub fn run(args: &UpArgs) -> Result<()> {
     }
     let bin = workspace_root().join("target/debug");
     let mut children: Vec<(&str, Child)> = Vec::new();
+    let token_file = workspace_root().join("relayd.token");
     let relayd = Command::new(bin.join("relayd"))
         .args(["--http-listen", &args.relayd_http])
+        .arg("--token-file")
+        .arg(&token_file)
         .spawn()
         .context("starting relayd")?;
     children.push(("relayd", relayd));
     println!(
-        "stack: relayd http://{} (health: /v1/health, metrics: /metrics)",
+        "stack: relayd control API http://{}/v1/ (health: /v1/health, metrics: /metrics, \
+         OpenAPI: /v1/openapi.json); media ports 127.0.0.1:30000-39999",
+        args.relayd_http
+    );
+    println!(
+        "stack: API bearer token in {} (curl -H \"Authorization: Bearer $(cat {})\" \
+         http://{}/v1/health)",
+        token_file.display(),
+        token_file.display(),
         args.relayd_http
     );
     println!("stack: running in the foreground; Ctrl-C stops it");

@@ -17,8 +17,30 @@ pub const COUNTER_MAP_NAME: &str = "RELAY_COUNTERS";
 pub const DEVMAP_NAME: &str = "RELAY_DEVMAP";
 /// Name of the per-CPU array of [`FlowStats`], indexed by [`FlowEntry::flow_id`].
 pub const FLOW_STATS_MAP_NAME: &str = "RELAY_FLOW_STATS";
+/// Name of the `BPF_MAP_TYPE_XSKMAP` that crypto flows are redirected through, indexed by
+/// [`xsk_slot`].
+pub const XSK_MAP_NAME: &str = "RELAY_XSKS";
+/// Name of the hash map from ifindex to the interface's first slot in the XSKMAP.
+pub const XSK_BASE_MAP_NAME: &str = "RELAY_XSK_BASE";
 /// Name of the XDP program inside the object file.
 pub const XDP_PROGRAM_NAME: &str = "relay_xdp";
+
+/// Receive queues per interface that can have an AF_XDP socket.
+pub const XSK_QUEUES_PER_INTERFACE: u32 = 64;
+/// Interfaces that can have AF_XDP sockets.
+pub const XSK_INTERFACES: u32 = 16;
+/// XSKMAP capacity: one slot per (interface, receive queue).
+pub const XSK_MAP_CAPACITY: u32 = XSK_INTERFACES * XSK_QUEUES_PER_INTERFACE;
+
+/// The XSKMAP slot of receive queue `queue` of the interface whose base (from
+/// [`XSK_BASE_MAP_NAME`]) is `base`; `None` for queues beyond [`XSK_QUEUES_PER_INTERFACE`].
+pub const fn xsk_slot(base: u32, queue: u32) -> Option<u32> {
+    if queue < XSK_QUEUES_PER_INTERFACE {
+        Some(base + queue)
+    } else {
+        None
+    }
+}
 
 /// Flow map capacity: tens of thousands of calls, two legs each, RTP and RTCP ports per leg.
 pub const FLOW_MAP_CAPACITY: u32 = 1 << 18;
@@ -107,9 +129,15 @@ pub enum FlowAction {
     /// Plain RTP forwarded entirely in XDP: source checked against the peer, addresses and
     /// ports rewritten to [`FlowEntry`]'s egress, checksums updated incrementally, next hop from
     /// `bpf_fib_lookup`, out by `XDP_TX` or a `DEVMAP` redirect. Anything the program cannot
-    /// handle (unknown source, no route, IPv6 or VLAN for now) is passed to the kernel stack,
-    /// where the socket datapath applies the same rules.
+    /// handle (unknown source, no route, a VLAN tag) is passed to the kernel stack, where the
+    /// socket datapath applies the same rules.
     ForwardPlain = 2,
+    /// A flow that needs SRTP (decrypt, encrypt or both): source checked as for
+    /// [`FlowAction::ForwardPlain`], next hop from `bpf_fib_lookup`, then an [`XdpMeta`] is
+    /// written in front of the frame and the frame is redirected to the AF_XDP socket of its
+    /// receive queue, whose worker transforms it, rewrites the headers and transmits it on the
+    /// egress interface. No socket on that queue (or no route): passed to the stack unmodified.
+    ToWorker = 3,
 }
 
 impl FlowAction {
@@ -119,6 +147,7 @@ impl FlowAction {
             0 => Some(Self::Pass),
             1 => Some(Self::Drop),
             2 => Some(Self::ForwardPlain),
+            3 => Some(Self::ToWorker),
             _ => None,
         }
     }
@@ -192,7 +221,41 @@ impl FlowEntry {
         out_src: SocketAddr,
         out_dst: SocketAddr,
     ) -> Self {
-        let mut entry = Self::new(FlowAction::ForwardPlain, flow_id);
+        Self::forward(
+            FlowAction::ForwardPlain,
+            flow_id,
+            peer,
+            strict,
+            (out_src, out_dst),
+        )
+    }
+
+    /// A forward through an AF_XDP worker ([`FlowAction::ToWorker`]); fields as for
+    /// [`FlowEntry::forward_plain`].
+    pub fn to_worker(
+        flow_id: u32,
+        peer: Option<SocketAddr>,
+        strict: bool,
+        out_src: SocketAddr,
+        out_dst: SocketAddr,
+    ) -> Self {
+        Self::forward(
+            FlowAction::ToWorker,
+            flow_id,
+            peer,
+            strict,
+            (out_src, out_dst),
+        )
+    }
+
+    fn forward(
+        action: FlowAction,
+        flow_id: u32,
+        peer: Option<SocketAddr>,
+        strict: bool,
+        (out_src, out_dst): (SocketAddr, SocketAddr),
+    ) -> Self {
+        let mut entry = Self::new(action, flow_id);
         if let Some(peer) = peer {
             let key = FlowKey::from_socket_addr(peer);
             entry.peer_addr = key.addr;
@@ -210,6 +273,33 @@ impl FlowEntry {
         entry.out_dst_port_be = dst.port_be;
         entry
     }
+}
+
+/// Magic value of [`XdpMeta::magic`].
+pub const XDP_META_MAGIC: u32 = 0x5244_4c59;
+
+/// Metadata the XDP program writes in front of a frame it redirects to an AF_XDP socket
+/// (`bpf_xdp_adjust_meta`; the socket sees it in the `size_of::<XdpMeta>()` bytes before the
+/// frame). Everything the worker needs that only the kernel knows: which flow, and the next hop
+/// from `bpf_fib_lookup`.
+///
+/// ```text
+///  0: magic (u32, host order)   4: flow_id (u32)   8: egress_ifindex (u32)
+/// 12: dst_mac (6)              18: src_mac (6)
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpMeta {
+    /// [`XDP_META_MAGIC`]: tells metadata from whatever a driver left there.
+    pub magic: u32,
+    /// The [`FlowEntry::flow_id`] the frame matched.
+    pub flow_id: u32,
+    /// Interface the transformed frame leaves by (host order).
+    pub egress_ifindex: u32,
+    /// Next hop's MAC address.
+    pub dst_mac: [u8; 6],
+    /// Egress interface's MAC address.
+    pub src_mac: [u8; 6],
 }
 
 /// Packets and bytes a flow forwarded in XDP (one per flow id, per CPU).
@@ -257,20 +347,25 @@ pub enum Counter {
     FlowForwardTx = 12,
     /// Plain flow forwarded to another interface (`DEVMAP` redirect).
     FlowForwardRedirect = 13,
-    /// Plain flow, packet from a source other than its peer on a strict flow: dropped.
+    /// Forwarded flow, packet from a source other than its peer on a strict flow: dropped.
     FlowDropWrongSource = 14,
-    /// Plain flow whose peer is not known yet: passed, so userspace can latch it.
+    /// Forwarded flow whose peer is not known yet: passed, so userspace can latch it.
     FlowPassUnlatched = 15,
-    /// Plain flow, packet from another source on a non-strict flow: passed to userspace.
+    /// Forwarded flow, packet from another source on a non-strict flow: passed to userspace.
     FlowPassOtherSource = 16,
-    /// Plain flow without a route or neighbour for the egress (or egress not in the devmap).
+    /// Forwarded flow without a route or neighbour for the egress (or egress not relayd's).
     FlowPassNoRoute = 17,
-    /// Plain flow the program does not forward itself (IPv6, VLAN-tagged, mixed families).
+    /// Forwarded flow the program does not forward itself (VLAN-tagged, mixed families).
     FlowPassUnsupported = 18,
+    /// Crypto flow redirected to the AF_XDP socket of its receive queue.
+    FlowRedirectWorker = 19,
+    /// Crypto flow with no AF_XDP socket on its receive queue (or no room for metadata):
+    /// passed to the stack unmodified.
+    FlowPassNoWorker = 20,
 }
 
 /// Number of entries in the counter array.
-pub const COUNTER_COUNT: u32 = 19;
+pub const COUNTER_COUNT: u32 = 21;
 
 impl Counter {
     /// Every counter, in index order.
@@ -294,6 +389,8 @@ impl Counter {
         Self::FlowPassOtherSource,
         Self::FlowPassNoRoute,
         Self::FlowPassUnsupported,
+        Self::FlowRedirectWorker,
+        Self::FlowPassNoWorker,
     ];
 
     /// Stable `snake_case` name, used as the `outcome` label in metrics.
@@ -318,6 +415,8 @@ impl Counter {
             Self::FlowPassOtherSource => "flow_pass_other_source",
             Self::FlowPassNoRoute => "flow_pass_no_route",
             Self::FlowPassUnsupported => "flow_pass_unsupported",
+            Self::FlowRedirectWorker => "flow_redirect_worker",
+            Self::FlowPassNoWorker => "flow_pass_no_worker",
         }
     }
 
@@ -337,6 +436,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowEntry {}
     // SAFETY: three u64, no padding.
     unsafe impl aya::Pod for super::FlowStats {}
+    // SAFETY: #[repr(C)], three u32 then two [u8; 6]: 24 bytes, no padding.
+    unsafe impl aya::Pod for super::XdpMeta {}
 }
 
 #[cfg(test)]
@@ -349,6 +450,11 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<FlowKey>(), 20);
         assert_eq!(size_of::<FlowEntry>(), 72);
+        assert_eq!(
+            size_of::<XdpMeta>(),
+            24,
+            "a multiple of 4, at most 32 (adjust_meta)"
+        );
     }
 
     #[test]
@@ -385,6 +491,7 @@ mod tests {
         assert_eq!(FlowAction::from_u32(0), Some(FlowAction::Pass));
         assert_eq!(FlowAction::from_u32(1), Some(FlowAction::Drop));
         assert_eq!(FlowAction::from_u32(2), Some(FlowAction::ForwardPlain));
+        assert_eq!(FlowAction::from_u32(3), Some(FlowAction::ToWorker));
         assert_eq!(FlowAction::from_u32(7), None);
     }
 }

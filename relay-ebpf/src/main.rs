@@ -11,7 +11,12 @@
 //! packet so userspace can latch it), the next hop comes from `bpf_fib_lookup` *before* the
 //! packet is touched (no route: passed unmodified), then addresses and ports are rewritten with
 //! incremental checksum updates (RFC 1624) and the frame leaves by `XDP_TX` or a `DEVMAP`
-//! redirect. IPv4 without VLAN tags for now; the rest is passed to the socket datapath.
+//! redirect. IPv4 and IPv6; VLAN-tagged frames are passed (the next hop of a VLAN lives on the
+//! VLAN device, which the kernel stack handles).
+//!
+//! Crypto flows ([`relay_common::FlowAction::ToWorker`]) get the same source check and next-hop
+//! lookup, then an [`relay_common::XdpMeta`] (flow id, egress, MACs) in front of the frame and a
+//! redirect to the AF_XDP socket of the frame's receive queue, where relayd's workers run SRTP.
 #![no_std]
 #![no_main]
 
@@ -19,16 +24,20 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::generated::bpf_fib_lookup as fib_lookup,
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_xdp_adjust_meta},
     macros::{map, xdp},
-    maps::{DevMapHash, HashMap, PerCpuArray},
+    maps::{DevMapHash, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
     EbpfContext as _,
 };
 use relay_common::{
-    Counter, FlowAction, FlowEntry, FlowKey, FlowStats, COUNTER_COUNT, FLOW_MAP_CAPACITY,
-    FLOW_PEER_KNOWN, FLOW_STRICT_SOURCE,
+    xsk_slot, Counter, FlowAction, FlowEntry, FlowKey, FlowStats, XdpMeta, COUNTER_COUNT,
+    FLOW_MAP_CAPACITY, FLOW_PEER_KNOWN, FLOW_STRICT_SOURCE, XDP_META_MAGIC, XSK_INTERFACES,
+    XSK_MAP_CAPACITY,
 };
+
+// relayd pins the maps it wants to survive a restart itself (it chooses the directory), so
+// none is declared pinned here.
 
 /// Programmed flows, written by relayd.
 #[map(name = "RELAY_FLOWS")]
@@ -47,6 +56,14 @@ static RELAY_DEVMAP: DevMapHash = DevMapHash::with_max_entries(64, 0);
 #[map(name = "RELAY_COUNTERS")]
 static RELAY_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+/// AF_XDP sockets, one per (interface, receive queue), at [`xsk_slot`].
+#[map(name = "RELAY_XSKS")]
+static RELAY_XSKS: XskMap = XskMap::with_max_entries(XSK_MAP_CAPACITY, 0);
+
+/// Interface (ifindex) -> its first slot in [`RELAY_XSKS`], written by relayd.
+#[map(name = "RELAY_XSK_BASE")]
+static RELAY_XSK_BASE: HashMap<u32, u32> = HashMap::with_max_entries(XSK_INTERFACES, 0);
+
 const ETH_HEADER_LEN: usize = 14;
 const VLAN_TAG_LEN: usize = 4;
 const IPV4_MIN_HEADER_LEN: usize = 20;
@@ -61,6 +78,7 @@ const ETH_P_8021AD: u16 = 0x88A8;
 
 const IPPROTO_UDP: u8 = 17;
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 /// The outcome of parsing one frame: the XDP action and the counter that explains it.
 struct Verdict {
@@ -145,21 +163,33 @@ fn classify(ctx: &XdpContext) -> Verdict {
         port_be: u16::from_ne_bytes([udp[2], udp[3]]),
         pad: 0,
     };
-    // SAFETY: the value is copied out before any other map operation on this CPU.
-    let Some(entry) = (unsafe { RELAY_FLOWS.get(&key) }).copied() else {
+    let Some(entry) = RELAY_FLOWS.get_ptr(&key) else {
         return pass(Counter::PassNoFlow);
     };
+    // SAFETY: a hash map value stays valid for the whole program run (RCU); relayd replaces
+    // entries whole, so a concurrent update can at worst mix old and new fields of one flow.
+    let entry = unsafe { &*entry };
     match FlowAction::from_u32(entry.action) {
         Some(FlowAction::Pass) => pass(Counter::FlowPass),
         Some(FlowAction::Drop) => Verdict {
             action: xdp_action::XDP_DROP,
             counter: Counter::FlowDrop,
         },
-        Some(FlowAction::ForwardPlain) => {
-            if tagged || ethertype != ETH_P_IPV4 || !is_v4_mapped(&entry.out_dst_addr) {
+        Some(action @ (FlowAction::ForwardPlain | FlowAction::ToWorker)) => {
+            let v6 = ethertype == ETH_P_IPV6;
+            // The egress must be of the packet's family, and both addresses of the peer too.
+            if tagged
+                || is_v4_mapped(&entry.out_dst_addr) == v6
+                || is_v4_mapped(&entry.out_src_addr) == v6
+            {
                 return pass(Counter::FlowPassUnsupported);
             }
-            forward_ipv4(ctx, l3, l4, &udp, &entry)
+            forward(
+                ctx,
+                Offsets { l3, l4, v6 },
+                entry,
+                action == FlowAction::ToWorker,
+            )
         }
         None => pass(Counter::FlowUnknownAction),
     }
@@ -188,59 +218,94 @@ fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// RFC 1624 eqn. 3: the checksum after the 16-bit words `old` became `new`.
+/// RFC 1624 eqn. 3, one word: adds `~old + new` to a running sum.
 #[inline(always)]
-fn checksum_update(check: u16, old: &[u16; 6], new: &[u16; 6]) -> u16 {
-    let mut sum = u32::from(!check);
+fn replace_word(sum: u32, old: [u8; 2], new: [u8; 2]) -> u32 {
+    // Folding early keeps the running sum far from overflow however many words are replaced.
+    u32::from(fold(
+        sum + u32::from(!u16::from_be_bytes(old)) + u32::from(u16::from_be_bytes(new)),
+    ))
+}
+
+/// [`replace_word`] over the words of an address: `LEN` bytes at `old` become
+/// `new[16 - LEN..]` (4 for IPv4-mapped, 16 for IPv6).
+///
+/// # Safety
+///
+/// `old` must be valid for reads of `LEN` bytes.
+#[inline(always)]
+unsafe fn replace_address<const LEN: usize>(mut sum: u32, old: *const u8, new: &[u8; 16]) -> u32 {
     let mut i = 0;
-    while i < 6 {
-        sum += u32::from(!old[i]) + u32::from(new[i]);
-        i += 1;
+    while i + 1 < LEN {
+        // SAFETY: i + 1 < LEN, which the caller vouches for.
+        let was = unsafe { [*old.add(i), *old.add(i + 1)] };
+        sum = replace_word(sum, was, [new[16 - LEN + i], new[16 - LEN + i + 1]]);
+        i += 2;
     }
-    !fold(sum)
+    sum
 }
 
-#[inline(always)]
-fn words(addr: [u8; 4], port: [u8; 2]) -> [u16; 3] {
-    [
-        u16::from_be_bytes([addr[0], addr[1]]),
-        u16::from_be_bytes([addr[2], addr[3]]),
-        u16::from_be_bytes(port),
-    ]
-}
-
-/// Forwards an IPv4/UDP packet of a plain flow (see the module doc).
-#[inline(always)]
-fn forward_ipv4(
-    ctx: &XdpContext,
+/// Header offsets of a parsed frame.
+#[derive(Clone, Copy)]
+struct Offsets {
     l3: usize,
     l4: usize,
-    udp: &[u8; UDP_HEADER_LEN],
-    entry: &FlowEntry,
-) -> Verdict {
-    let Some(ip) = bytes_at::<IPV4_MIN_HEADER_LEN>(ctx, l3) else {
-        return pass(Counter::PassBadIpHeader);
-    };
-    let src_addr = [ip[12], ip[13], ip[14], ip[15]];
-    let dst_addr = [ip[16], ip[17], ip[18], ip[19]];
-    let src_port = [udp[0], udp[1]];
-    let dst_port = [udp[2], udp[3]];
+    v6: bool,
+}
+
+/// Whether the packet comes from the flow's peer (address and UDP source port).
+#[inline(always)]
+fn from_peer(ctx: &XdpContext, at: Offsets, entry: &FlowEntry) -> Option<bool> {
+    let port = be16_at(ctx, at.l4)?;
+    if port != u16::from_be(entry.peer_port_be) {
+        return Some(false);
+    }
+    let peer = &entry.peer_addr;
+    if at.v6 {
+        let src = bytes_at::<16>(ctx, at.l3 + 8)?;
+        let mut i = 0;
+        while i < 16 {
+            if src[i] != peer[i] {
+                return Some(false);
+            }
+            i += 1;
+        }
+        Some(true)
+    } else {
+        let src = bytes_at::<4>(ctx, at.l3 + 12)?;
+        Some(src[0] == peer[12] && src[1] == peer[13] && src[2] == peer[14] && src[3] == peer[15])
+    }
+}
+
+#[inline(always)]
+fn count_flow(flow_id: u32, bytes: usize, wrong_source: bool) {
+    if let Some(stats) = RELAY_FLOW_STATS.get_ptr_mut(flow_id) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe {
+            if wrong_source {
+                (*stats).wrong_source += 1;
+            } else {
+                (*stats).packets += 1;
+                (*stats).bytes += bytes as u64;
+            }
+        }
+    }
+}
+
+/// Forwards a packet of a [`FlowAction::ForwardPlain`] or [`FlowAction::ToWorker`] flow (see
+/// the module doc).
+#[inline(always)]
+fn forward(ctx: &XdpContext, at: Offsets, entry: &FlowEntry, to_worker: bool) -> Verdict {
     // Source check.
     if entry.flags & FLOW_PEER_KNOWN == 0 {
         return pass(Counter::FlowPassUnlatched);
     }
-    let peer = &entry.peer_addr;
-    let from_peer = peer[12] == src_addr[0]
-        && peer[13] == src_addr[1]
-        && peer[14] == src_addr[2]
-        && peer[15] == src_addr[3]
-        && entry.peer_port_be.to_ne_bytes() == src_port;
+    let Some(from_peer) = from_peer(ctx, at, entry) else {
+        return pass(Counter::PassTruncatedUdp);
+    };
     if !from_peer {
         return if entry.flags & FLOW_STRICT_SOURCE != 0 {
-            if let Some(stats) = RELAY_FLOW_STATS.get_ptr_mut(entry.flow_id) {
-                // SAFETY: this CPU's slot of a per-CPU array.
-                unsafe { (*stats).wrong_source += 1 };
-            }
+            count_flow(entry.flow_id, 0, true);
             Verdict {
                 action: xdp_action::XDP_DROP,
                 counter: Counter::FlowDropWrongSource,
@@ -249,32 +314,42 @@ fn forward_ipv4(
             pass(Counter::FlowPassOtherSource)
         };
     }
-    let new_src = [
-        entry.out_src_addr[12],
-        entry.out_src_addr[13],
-        entry.out_src_addr[14],
-        entry.out_src_addr[15],
-    ];
-    let new_dst = [
-        entry.out_dst_addr[12],
-        entry.out_dst_addr[13],
-        entry.out_dst_addr[14],
-        entry.out_dst_addr[15],
-    ];
-    let new_sport = entry.out_src_port_be.to_ne_bytes();
-    let new_dport = entry.out_dst_port_be.to_ne_bytes();
 
     // Next hop first: without one, the packet goes to the stack untouched.
     // SAFETY: bpf_fib_lookup is plain old data; all-zero is a valid starting value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
     params.l4_protocol = IPPROTO_UDP;
-    params.sport = u16::from_ne_bytes(new_sport);
-    params.dport = u16::from_ne_bytes(new_dport);
-    params.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    params.sport = entry.out_src_port_be;
+    params.dport = entry.out_dst_port_be;
     params.ifindex = ctx.ingress_ifindex() as u32;
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(new_src);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(new_dst);
+    let src = &entry.out_src_addr;
+    let dst = &entry.out_dst_addr;
+    if at.v6 {
+        let Some(payload_len) = be16_at(ctx, at.l3 + 4) else {
+            return pass(Counter::PassBadIpHeader);
+        };
+        params.family = AF_INET6;
+        params.__bindgen_anon_1.tot_len = payload_len.saturating_add(IPV6_HEADER_LEN as u16);
+        let mut i = 0;
+        while i < 4 {
+            let s = [src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]];
+            let d = [dst[4 * i], dst[4 * i + 1], dst[4 * i + 2], dst[4 * i + 3]];
+            // SAFETY: writing plain integers into the IPv6 member of a POD union.
+            unsafe {
+                params.__bindgen_anon_3.ipv6_src[i] = u32::from_ne_bytes(s);
+                params.__bindgen_anon_4.ipv6_dst[i] = u32::from_ne_bytes(d);
+            }
+            i += 1;
+        }
+    } else {
+        let Some(tot_len) = be16_at(ctx, at.l3 + 2) else {
+            return pass(Counter::PassBadIpHeader);
+        };
+        params.family = AF_INET;
+        params.__bindgen_anon_1.tot_len = tot_len;
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
+    }
     // A forwarding lookup from the ingress device: the kernel answers only when IP forwarding
     // is enabled on it (relayd enables it on its XDP interfaces).
     // SAFETY: `params` is a live bpf_fib_lookup of the size passed; the context is the
@@ -290,6 +365,9 @@ fn forward_ipv4(
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         return pass(Counter::FlowPassNoRoute);
     }
+    if to_worker {
+        return redirect_to_worker(ctx, entry, &params);
+    }
     let egress = params.ifindex;
     let ingress = ctx.ingress_ifindex() as u32;
     // The redirect target must be an interface relayd put in the devmap; check before
@@ -302,57 +380,10 @@ fn forward_ipv4(
             Err(_) => return pass(Counter::FlowPassNoRoute),
         }
     };
-
-    // Rewrite: MACs, IPv4 addresses (header checksum), UDP ports (UDP checksum, if any).
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + l4 + UDP_HEADER_LEN > end || start + l3 + IPV4_MIN_HEADER_LEN > end {
+    if !rewrite(ctx, at, entry, &params) {
         return pass(Counter::PassTruncatedUdp);
     }
-    let old = {
-        let s = words(src_addr, src_port);
-        let d = words(dst_addr, dst_port);
-        [s[0], s[1], d[0], d[1], s[2], d[2]]
-    };
-    let new = {
-        let s = words(new_src, new_sport);
-        let d = words(new_dst, new_dport);
-        [s[0], s[1], d[0], d[1], s[2], d[2]]
-    };
-    let old_ip = [old[0], old[1], old[2], old[3], 0, 0];
-    let new_ip = [new[0], new[1], new[2], new[3], 0, 0];
-    let ip_check = checksum_update(u16::from_be_bytes([ip[10], ip[11]]), &old_ip, &new_ip);
-    let udp_check_old = u16::from_be_bytes([udp[6], udp[7]]);
-    let udp_check = if udp_check_old == 0 {
-        0
-    } else {
-        match checksum_update(udp_check_old, &old, &new) {
-            0 => 0xffff,
-            c => c,
-        }
-    };
-    // SAFETY: every write below lies inside [start, end), checked above (the Ethernet header is
-    // inside l3, which is at least 14).
-    unsafe {
-        let eth = start as *mut u8;
-        core::ptr::copy_nonoverlapping(params.dmac.as_ptr(), eth, 6);
-        core::ptr::copy_nonoverlapping(params.smac.as_ptr(), eth.add(6), 6);
-        let ip = (start + l3) as *mut u8;
-        core::ptr::copy_nonoverlapping(new_src.as_ptr(), ip.add(12), 4);
-        core::ptr::copy_nonoverlapping(new_dst.as_ptr(), ip.add(16), 4);
-        core::ptr::copy_nonoverlapping(ip_check.to_be_bytes().as_ptr(), ip.add(10), 2);
-        let udp = (start + l4) as *mut u8;
-        core::ptr::copy_nonoverlapping(new_sport.as_ptr(), udp, 2);
-        core::ptr::copy_nonoverlapping(new_dport.as_ptr(), udp.add(2), 2);
-        core::ptr::copy_nonoverlapping(udp_check.to_be_bytes().as_ptr(), udp.add(6), 2);
-    }
-    if let Some(stats) = RELAY_FLOW_STATS.get_ptr_mut(entry.flow_id) {
-        // SAFETY: this CPU's slot of a per-CPU array.
-        unsafe {
-            (*stats).packets += 1;
-            (*stats).bytes += (end - start) as u64;
-        }
-    }
+    count_flow(entry.flow_id, ctx.data_end() - ctx.data(), false);
     Verdict {
         action,
         counter: if action == xdp_action::XDP_TX {
@@ -360,6 +391,133 @@ fn forward_ipv4(
         } else {
             Counter::FlowForwardRedirect
         },
+    }
+}
+
+/// Rewrites MACs, IP addresses and UDP ports to the flow's egress, updating the IPv4 header
+/// checksum and the UDP checksum (when the sender set one; IPv6 always has one) by RFC 1624.
+/// Returns false, touching nothing, when the headers are not all inside the frame.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, at: Offsets, entry: &FlowEntry, params: &bpf_fib_lookup) -> bool {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let ip_len = if at.v6 {
+        IPV6_HEADER_LEN
+    } else {
+        IPV4_MIN_HEADER_LEN
+    };
+    if start + at.l4 + UDP_HEADER_LEN > end || start + at.l3 + ip_len > end {
+        return false;
+    }
+    let ip = (start + at.l3) as *mut u8;
+    let udp = (start + at.l4) as *mut u8;
+    // Where the addresses are, and how long.
+    let (src_at, dst_at, addr_len) = if at.v6 { (8, 24, 16) } else { (12, 16, 4) };
+    // SAFETY: every access below lies inside [start, end), checked above: the addresses and
+    // the IPv4 checksum inside the IP header, ports and checksum inside the UDP header, the MACs
+    // inside the Ethernet header (l3 is at least 14).
+    unsafe {
+        let old_udp_check = [*udp.add(6), *udp.add(7)];
+        // IP addresses: in the IPv4 header checksum and in the UDP pseudo-header.
+        let addr_sum = if at.v6 {
+            let sum = replace_address::<16>(0, ip.add(src_at), &entry.out_src_addr);
+            replace_address::<16>(sum, ip.add(dst_at), &entry.out_dst_addr)
+        } else {
+            let sum = replace_address::<4>(0, ip.add(src_at), &entry.out_src_addr);
+            replace_address::<4>(sum, ip.add(dst_at), &entry.out_dst_addr)
+        };
+        if !at.v6 {
+            let check = [*ip.add(10), *ip.add(11)];
+            let sum = u32::from(!u16::from_be_bytes(check)) + addr_sum;
+            let new = !fold(sum);
+            core::ptr::copy_nonoverlapping(new.to_be_bytes().as_ptr(), ip.add(10), 2);
+        }
+        // IPv4 UDP without a checksum (zero) keeps none.
+        if at.v6 || old_udp_check != [0, 0] {
+            let mut sum = u32::from(!u16::from_be_bytes(old_udp_check)) + addr_sum;
+            sum = replace_word(
+                sum,
+                [*udp, *udp.add(1)],
+                entry.out_src_port_be.to_ne_bytes(),
+            );
+            sum = replace_word(
+                sum,
+                [*udp.add(2), *udp.add(3)],
+                entry.out_dst_port_be.to_ne_bytes(),
+            );
+            let new = match !fold(sum) {
+                0 => 0xffff,
+                c => c,
+            };
+            core::ptr::copy_nonoverlapping(new.to_be_bytes().as_ptr(), udp.add(6), 2);
+        }
+        let skip = 16 - addr_len;
+        core::ptr::copy_nonoverlapping(
+            entry.out_src_addr.as_ptr().add(skip),
+            ip.add(src_at),
+            addr_len,
+        );
+        core::ptr::copy_nonoverlapping(
+            entry.out_dst_addr.as_ptr().add(skip),
+            ip.add(dst_at),
+            addr_len,
+        );
+        core::ptr::copy_nonoverlapping(entry.out_src_port_be.to_ne_bytes().as_ptr(), udp, 2);
+        core::ptr::copy_nonoverlapping(entry.out_dst_port_be.to_ne_bytes().as_ptr(), udp.add(2), 2);
+        let eth = start as *mut u8;
+        core::ptr::copy_nonoverlapping(params.dmac.as_ptr(), eth, 6);
+        core::ptr::copy_nonoverlapping(params.smac.as_ptr(), eth.add(6), 6);
+    }
+    true
+}
+
+/// Writes the [`XdpMeta`] and redirects the frame to the AF_XDP socket of its receive queue;
+/// without one (or without room for the metadata) the frame is passed unmodified.
+#[inline(always)]
+fn redirect_to_worker(ctx: &XdpContext, entry: &FlowEntry, params: &bpf_fib_lookup) -> Verdict {
+    let ingress = ctx.ingress_ifindex() as u32;
+    // The egress must be one of relayd's interfaces: workers transmit only there.
+    if RELAY_DEVMAP.get(params.ifindex).is_none() {
+        return pass(Counter::FlowPassNoRoute);
+    }
+    // SAFETY: the value is a plain u32, copied out at once.
+    let Some(base) = (unsafe { RELAY_XSK_BASE.get(&ingress) }).copied() else {
+        return pass(Counter::FlowPassNoWorker);
+    };
+    let Some(slot) = xsk_slot(base, ctx.rx_queue_index()) else {
+        return pass(Counter::FlowPassNoWorker);
+    };
+    if RELAY_XSKS.get(slot).is_none() {
+        return pass(Counter::FlowPassNoWorker);
+    }
+    let bytes = ctx.data_end() - ctx.data();
+    let meta_len = size_of::<XdpMeta>() as i32;
+    // SAFETY: the context is the program's own; a negative delta grows the metadata area.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
+        return pass(Counter::FlowPassNoWorker);
+    }
+    let meta = ctx.metadata();
+    if meta + size_of::<XdpMeta>() > ctx.data() {
+        return pass(Counter::FlowPassNoWorker);
+    }
+    let value = XdpMeta {
+        magic: XDP_META_MAGIC,
+        flow_id: entry.flow_id,
+        egress_ifindex: params.ifindex,
+        dst_mac: params.dmac,
+        src_mac: params.smac,
+    };
+    // SAFETY: [meta, meta + size_of::<XdpMeta>()) is the metadata area, checked above.
+    unsafe { (meta as *mut XdpMeta).write_unaligned(value) };
+    match RELAY_XSKS.redirect(slot, u64::from(xdp_action::XDP_PASS)) {
+        Ok(action) => {
+            count_flow(entry.flow_id, bytes, false);
+            Verdict {
+                action,
+                counter: Counter::FlowRedirectWorker,
+            }
+        }
+        Err(_) => pass(Counter::FlowPassNoWorker),
     }
 }
 

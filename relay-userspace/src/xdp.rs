@@ -9,13 +9,13 @@
 use std::{fmt, io};
 
 use aya::{
-    maps::{xdp::XdpMapError, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
+    maps::{xdp::XdpMapError, DevMapHash, HashMap, MapData, MapError, PerCpuArray, XskMap},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfError,
 };
 use relay_common::{
     Counter, FlowEntry, FlowKey, FlowStats, COUNTER_COUNT, COUNTER_MAP_NAME, DEVMAP_NAME,
-    FLOW_MAP_NAME, FLOW_STATS_MAP_NAME, XDP_PROGRAM_NAME,
+    FLOW_MAP_NAME, FLOW_STATS_MAP_NAME, XDP_PROGRAM_NAME, XSK_BASE_MAP_NAME, XSK_MAP_NAME,
 };
 use tracing::{info, warn};
 
@@ -242,6 +242,8 @@ pub struct RelayXdp {
     counters: PerCpuArray<MapData, u64>,
     devmap: DevMapHash<MapData>,
     flow_stats: PerCpuArray<MapData, FlowStats>,
+    xsks: XskMap<MapData>,
+    xsk_base: HashMap<MapData, u32, u32>,
     attachments: Vec<Attachment>,
 }
 
@@ -297,12 +299,26 @@ impl RelayXdp {
             operation: "open",
             source,
         })?;
+        let xsks = take_map(&mut ebpf, XSK_MAP_NAME)?;
+        let xsks = XskMap::try_from(xsks).map_err(|source| XdpError::Map {
+            map: XSK_MAP_NAME,
+            operation: "open",
+            source,
+        })?;
+        let xsk_base = take_map(&mut ebpf, XSK_BASE_MAP_NAME)?;
+        let xsk_base = HashMap::try_from(xsk_base).map_err(|source| XdpError::Map {
+            map: XSK_BASE_MAP_NAME,
+            operation: "open",
+            source,
+        })?;
         Ok(Self {
             ebpf,
             flows,
             counters,
             devmap,
             flow_stats,
+            xsks,
+            xsk_base,
             attachments: Vec::new(),
         })
     }
@@ -513,6 +529,49 @@ impl RelayXdp {
                 operation: "insert",
                 source: Box::new(source),
             })
+    }
+
+    /// Gives interface `ifindex` its first XSKMAP slot (see [`relay_common::xsk_slot`]).
+    pub fn set_xsk_base(&mut self, ifindex: u32, base: u32) -> Result<(), XdpError> {
+        self.xsk_base
+            .insert(ifindex, base, 0)
+            .map_err(|source| XdpError::Map {
+                map: XSK_BASE_MAP_NAME,
+                operation: "insert",
+                source,
+            })
+    }
+
+    /// Puts an AF_XDP socket in XSKMAP slot `slot`; crypto flows received on that slot's
+    /// (interface, queue) are redirected to it. The kernel removes the entry when the socket
+    /// closes.
+    pub fn set_xsk(
+        &mut self,
+        slot: u32,
+        socket: impl std::os::fd::AsRawFd,
+    ) -> Result<(), XdpError> {
+        self.xsks
+            .set(slot, socket, 0)
+            .map_err(|source| XdpError::Map {
+                map: XSK_MAP_NAME,
+                operation: "insert",
+                source,
+            })
+    }
+
+    /// Empties XSKMAP slot `slot`.
+    pub fn unset_xsk(&mut self, slot: u32) -> Result<(), XdpError> {
+        match self.xsks.unset(slot) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(source) => Err(XdpError::Map {
+                map: XSK_MAP_NAME,
+                operation: "remove",
+                source,
+            }),
+        }
     }
 
     /// Runs the program once on `frame` as received on interface `ingress_ifindex` (of the

@@ -3,7 +3,7 @@
 //! A leg's media is pinned in XDP (`FlowAction::ForwardPlain`) when nothing on its path needs
 //! userspace: it arrives as plain RTP (no inbound crypto), leaves as plain RTP (the target leg
 //! has no outbound crypto), its source is fixed by signalling (`latch: fixed`), the target's
-//! destination is fixed too, and everything is IPv4. Such a leg gets one flow for its RTP port
+//! destination is fixed too, and all four addresses are of one family. Such a leg gets one flow for its RTP port
 //! and one for its RTCP port (none extra with rtcp-mux). Everything else stays on the socket
 //! datapath, which XDP reaches by passing the packet (no flow matches). [`plan`] is pure;
 //! [`XdpFlows`] writes the plan into the maps and reads the per-flow counters back.
@@ -83,14 +83,12 @@ pub fn plan(legs: &[LegLocal<'_>]) -> Vec<PlannedFlow> {
             && to.spec.outbound_crypto.is_none()
             && leg.spec.latch == LatchMode::Fixed
             && to.spec.latch == LatchMode::Fixed
-            && [
+            && same_family(&[
                 leg.address,
                 to.address,
                 remote.address,
                 target_remote.address,
-            ]
-            .iter()
-            .all(IpAddr::is_ipv4);
+            ]);
         if !eligible {
             continue;
         }
@@ -119,6 +117,11 @@ pub fn plan(legs: &[LegLocal<'_>]) -> Vec<PlannedFlow> {
         }
     }
     flows
+}
+
+/// XDP rewrites addresses but does not translate between IPv4 and IPv6.
+fn same_family(addresses: &[IpAddr]) -> bool {
+    addresses.iter().all(IpAddr::is_ipv4) || addresses.iter().all(IpAddr::is_ipv6)
 }
 
 #[derive(Clone, Copy, Debug)]

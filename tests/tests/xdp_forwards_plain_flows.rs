@@ -4,12 +4,19 @@
 //! from scratch and compared), exactly one expected counter; and every case the program leaves
 //! to the stack passes the frame unmodified.
 //!
-//! Namespace layout (no traffic leaves it; addresses from 198.18.0.0/15):
+//! Namespace layout (no traffic leaves it; addresses from the benchmarking ranges
+//! `198.18.0.0/15` and `2001:2::/48`, RFC 2544 and RFC 5180):
 //!
 //! ```text
-//!   fa 198.18.0.1/24 (02:00:00:00:00:0a)   neighbours: 198.18.0.2 -> 02:00:00:00:00:02
-//!   fb 198.18.1.1/24 (02:00:00:00:00:0b)               198.18.1.2 -> 02:00:00:00:01:02
+//!   fa 198.18.0.1/24 2001:2:0:a::1/64 (02:00:00:00:00:0a)
+//!   fb 198.18.1.1/24 2001:2:0:b::1/64 (02:00:00:00:00:0b)
+//!   neighbours: 198.18.0.2, 2001:2:0:a::2 -> 02:00:00:00:00:02 (fa)
+//!               198.18.1.2, 2001:2:0:b::2 -> 02:00:00:00:01:02 (fb)
 //! ```
+//!
+//! Crypto flows (`ToWorker`) get the same checks; without an AF_XDP socket on the receive
+//! queue they are passed unmodified (the AF_XDP redirect itself is exercised end to end by
+//! `xdp_transcrypts_through_af_xdp_workers`).
 
 use relay_common::{Counter, FlowAction, FlowEntry, FlowKey};
 use relay_userspace::xdp::{RelayXdp, XdpAction};
@@ -78,6 +85,55 @@ fn frame(
     f
 }
 
+/// An Ethernet/IPv6/UDP frame with a correct UDP checksum.
+fn frame6(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: ([u8; 16], u16),
+    dst: ([u8; 16], u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = u16::try_from(8 + payload.len()).unwrap();
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&src.1.to_be_bytes());
+    udp.extend_from_slice(&dst.1.to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.0);
+    pseudo.extend_from_slice(&dst.0);
+    pseudo.extend_from_slice(&u32::from(udp_len).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    pseudo.extend_from_slice(&udp);
+    let c = match checksum(&pseudo) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    // Version 6, traffic class 0, flow label 0x12345; payload length; next header UDP; hops.
+    f.extend_from_slice(&[0x60, 0x01, 0x23, 0x45]);
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[17, 64]);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&udp);
+    f
+}
+
+fn v6(last: u16, subnet: u16) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0..2].copy_from_slice(&0x2001u16.to_be_bytes());
+    a[2..4].copy_from_slice(&2u16.to_be_bytes());
+    a[6..8].copy_from_slice(&subnet.to_be_bytes());
+    a[14..16].copy_from_slice(&last.to_be_bytes());
+    a
+}
+
 struct Bed {
     ns: Netns,
     fa: u32,
@@ -94,12 +150,16 @@ fn bed() -> Bed {
     ns.ip(&["link", "set", &b, "address", "02:00:00:00:00:0b"]);
     ns.ip(&["addr", "add", "198.18.0.1/24", "dev", &a]);
     ns.ip(&["addr", "add", "198.18.1.1/24", "dev", &b]);
+    ns.ip(&["-6", "addr", "add", "2001:2:0:a::1/64", "dev", &a, "nodad"]);
+    ns.ip(&["-6", "addr", "add", "2001:2:0:b::1/64", "dev", &b, "nodad"]);
     ns.ip(&["link", "set", &a, "up"]);
     ns.ip(&["link", "set", &b, "up"]);
     for (addr, mac, dev) in [
         ("198.18.0.2", "02:00:00:00:00:02", &a),
         ("198.18.0.3", "02:00:00:00:00:03", &a),
         ("198.18.1.2", "02:00:00:00:01:02", &b),
+        ("2001:2:0:a::2", "02:00:00:00:00:02", &a),
+        ("2001:2:0:b::2", "02:00:00:00:01:02", &b),
     ] {
         ns.ip(&[
             "neigh",
@@ -118,6 +178,8 @@ fn bed() -> Bed {
         // is this thread's namespace's).
         std::fs::write("/proc/sys/net/ipv4/conf/all/forwarding", "1")
             .expect("enable forwarding in the namespace");
+        std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+            .expect("enable IPv6 forwarding in the namespace");
         let index = |name: &str| {
             let c = std::ffi::CString::new(name).unwrap();
             // SAFETY: a valid NUL-terminated name.
@@ -367,5 +429,185 @@ fn an_egress_interface_outside_the_devmap_is_not_redirected() {
             &input,
         );
         assert_eq!(FlowAction::from_u32(2), Some(FlowAction::ForwardPlain));
+    });
+}
+
+#[test]
+fn ipv6_plain_flows_are_rewritten_and_forwarded_in_xdp() {
+    if !require_root("ipv6_plain_flows_are_rewritten_and_forwarded_in_xdp") {
+        return;
+    }
+    let bed = bed();
+    bed.ns.run(|| {
+        let mut xdp = RelayXdp::load().expect("load");
+        xdp.add_egress(bed.fb).unwrap();
+        xdp.add_egress(bed.fa).unwrap();
+        let (relay_a, relay_b, peer_a, peer_b) = (v6(1, 0xa), v6(1, 0xb), v6(2, 0xa), v6(2, 0xb));
+        let key = FlowKey::v6(relay_a, 30_000);
+        let payload = [0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0xaa, 0xbb, 0xcc];
+        let input = frame6(
+            FA_MAC,
+            PEER_A_MAC,
+            (peer_a, 40_000),
+            (relay_a, 30_000),
+            &payload,
+        );
+        let flow = |peer: Option<([u8; 16], u16)>, strict: bool, out_dst: ([u8; 16], u16)| {
+            FlowEntry::forward_plain(
+                9,
+                peer.map(|(ip, port)| (ip, port).into()),
+                strict,
+                (relay_b, 30_002).into(),
+                out_dst.into(),
+            )
+        };
+        xdp.insert_flow(key, flow(Some((peer_a, 40_000)), true, (peer_b, 50_000)))
+            .unwrap();
+        let expected = frame6(
+            PEER_B_MAC,
+            FB_MAC,
+            (relay_b, 30_002),
+            (peer_b, 50_000),
+            &payload,
+        );
+        expect(
+            &xdp,
+            bed.fa,
+            &input,
+            XdpAction::Redirect,
+            Counter::FlowForwardRedirect,
+            &expected,
+        );
+
+        // Strict, wrong source address (same port): dropped.
+        let stranger = frame6(
+            FA_MAC,
+            PEER_A_MAC,
+            (v6(3, 0xa), 40_000),
+            (relay_a, 30_000),
+            &payload,
+        );
+        expect(
+            &xdp,
+            bed.fa,
+            &stranger,
+            XdpAction::Drop,
+            Counter::FlowDropWrongSource,
+            &stranger,
+        );
+
+        // An IPv4 egress for an IPv6 packet is not translated here: to the stack.
+        xdp.insert_flow(
+            key,
+            FlowEntry::forward_plain(
+                9,
+                Some((peer_a, 40_000).into()),
+                true,
+                (RELAY_B, 30_002).into(),
+                (PEER_B, 50_000).into(),
+            ),
+        )
+        .unwrap();
+        expect(
+            &xdp,
+            bed.fa,
+            &input,
+            XdpAction::Pass,
+            Counter::FlowPassUnsupported,
+            &input,
+        );
+
+        // No route for the egress: to the stack, untouched.
+        xdp.insert_flow(
+            key,
+            flow(Some((peer_a, 40_000)), true, (v6(2, 0xc), 50_000)),
+        )
+        .unwrap();
+        expect(
+            &xdp,
+            bed.fa,
+            &input,
+            XdpAction::Pass,
+            Counter::FlowPassNoRoute,
+            &input,
+        );
+    });
+}
+
+#[test]
+fn crypto_flows_without_an_af_xdp_socket_go_to_the_stack_untouched() {
+    if !require_root("crypto_flows_without_an_af_xdp_socket_go_to_the_stack_untouched") {
+        return;
+    }
+    let bed = bed();
+    bed.ns.run(|| {
+        let mut xdp = RelayXdp::load().expect("load");
+        xdp.add_egress(bed.fb).unwrap();
+        xdp.add_egress(bed.fa).unwrap();
+        let key = FlowKey::v4(RELAY_A, 30_000);
+        let input = frame(
+            FA_MAC,
+            PEER_A_MAC,
+            (PEER_A, 40_000),
+            (RELAY_A, 30_000),
+            b"srtp-ish",
+            false,
+        );
+        let worker = |peer: Option<([u8; 4], u16)>| {
+            FlowEntry::to_worker(
+                11,
+                peer.map(|(ip, port)| (ip, port).into()),
+                true,
+                (RELAY_B, 30_002).into(),
+                (PEER_B, 50_000).into(),
+            )
+        };
+        xdp.insert_flow(key, worker(Some((PEER_A, 40_000))))
+            .unwrap();
+        // The interface has no XSKMAP slots at all.
+        expect(
+            &xdp,
+            bed.fa,
+            &input,
+            XdpAction::Pass,
+            Counter::FlowPassNoWorker,
+            &input,
+        );
+        // Slots, but no socket in the receive queue's slot.
+        xdp.set_xsk_base(bed.fa, 0).unwrap();
+        expect(
+            &xdp,
+            bed.fa,
+            &input,
+            XdpAction::Pass,
+            Counter::FlowPassNoWorker,
+            &input,
+        );
+        // The source checks come first, as for plain flows.
+        let stranger = frame(
+            FA_MAC,
+            PEER_A_MAC,
+            (PEER_A, 40_001),
+            (RELAY_A, 30_000),
+            b"srtp-ish",
+            false,
+        );
+        expect(
+            &xdp,
+            bed.fa,
+            &stranger,
+            XdpAction::Drop,
+            Counter::FlowDropWrongSource,
+            &stranger,
+        );
+        xdp.insert_flow(key, worker(None)).unwrap();
+        expect(
+            &xdp,
+            bed.fa,
+            &input,
+            XdpAction::Pass,
+            Counter::FlowPassUnlatched,
+            &input,
+        );
     });
 }

@@ -308,7 +308,7 @@ pub struct XdpMeta {
 pub struct FlowStats {
     /// Packets forwarded (`XDP_TX` or redirect).
     pub packets: u64,
-    /// Bytes forwarded (frame length).
+    /// UDP payload bytes forwarded (as the socket datapath counts bytes).
     pub bytes: u64,
     /// Packets dropped for a wrong source.
     pub wrong_source: u64,

@@ -365,8 +365,10 @@ fn forward(ctx: &XdpContext, at: Offsets, entry: &FlowEntry, to_worker: bool) ->
     if rc != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         return pass(Counter::FlowPassNoRoute);
     }
+    // Counted as the socket datapath counts: UDP payload bytes.
+    let payload_bytes = (ctx.data_end() - ctx.data()).saturating_sub(at.l4 + UDP_HEADER_LEN);
     if to_worker {
-        return redirect_to_worker(ctx, entry, &params);
+        return redirect_to_worker(ctx, entry, &params, payload_bytes);
     }
     let egress = params.ifindex;
     let ingress = ctx.ingress_ifindex() as u32;
@@ -383,7 +385,7 @@ fn forward(ctx: &XdpContext, at: Offsets, entry: &FlowEntry, to_worker: bool) ->
     if !rewrite(ctx, at, entry, &params) {
         return pass(Counter::PassTruncatedUdp);
     }
-    count_flow(entry.flow_id, ctx.data_end() - ctx.data(), false);
+    count_flow(entry.flow_id, payload_bytes, false);
     Verdict {
         action,
         counter: if action == xdp_action::XDP_TX {
@@ -474,7 +476,12 @@ fn rewrite(ctx: &XdpContext, at: Offsets, entry: &FlowEntry, params: &bpf_fib_lo
 /// Writes the [`XdpMeta`] and redirects the frame to the AF_XDP socket of its receive queue;
 /// without one (or without room for the metadata) the frame is passed unmodified.
 #[inline(always)]
-fn redirect_to_worker(ctx: &XdpContext, entry: &FlowEntry, params: &bpf_fib_lookup) -> Verdict {
+fn redirect_to_worker(
+    ctx: &XdpContext,
+    entry: &FlowEntry,
+    params: &bpf_fib_lookup,
+    payload_bytes: usize,
+) -> Verdict {
     let ingress = ctx.ingress_ifindex() as u32;
     // The egress must be one of relayd's interfaces: workers transmit only there.
     if RELAY_DEVMAP.get(params.ifindex).is_none() {
@@ -490,7 +497,6 @@ fn redirect_to_worker(ctx: &XdpContext, entry: &FlowEntry, params: &bpf_fib_look
     if RELAY_XSKS.get(slot).is_none() {
         return pass(Counter::FlowPassNoWorker);
     }
-    let bytes = ctx.data_end() - ctx.data();
     let meta_len = size_of::<XdpMeta>() as i32;
     // SAFETY: the context is the program's own; a negative delta grows the metadata area.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -meta_len) } != 0 {
@@ -511,7 +517,7 @@ fn redirect_to_worker(ctx: &XdpContext, entry: &FlowEntry, params: &bpf_fib_look
     unsafe { (meta as *mut XdpMeta).write_unaligned(value) };
     match RELAY_XSKS.redirect(slot, u64::from(xdp_action::XDP_PASS)) {
         Ok(action) => {
-            count_flow(entry.flow_id, bytes, false);
+            count_flow(entry.flow_id, payload_bytes, false);
             Verdict {
                 action,
                 counter: Counter::FlowRedirectWorker,

@@ -38,6 +38,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use subtle::ConstantTimeEq as _;
 
 use crate::{
+    afxdp::AfXdpDatapath,
     model::{LegPatch, SessionSpec, SpecError},
     relay::{Relay, RelayError},
     xdp::RelayXdp,
@@ -67,6 +68,7 @@ struct Inner {
     started_unix: u64,
     relay: Arc<Relay>,
     xdp: Option<Arc<Mutex<RelayXdp>>>,
+    workers: Option<Arc<AfXdpDatapath>>,
 }
 
 impl ApiState {
@@ -82,7 +84,20 @@ impl ApiState {
                     .map_or(0, |d| d.as_secs()),
                 relay,
                 xdp,
+                workers: None,
             }),
+        }
+    }
+
+    /// Reports the AF_XDP workers' counters in `/metrics` too.
+    #[must_use]
+    pub fn with_workers(self, workers: Option<Arc<AfXdpDatapath>>) -> Self {
+        let Ok(mut inner) = Arc::try_unwrap(self.inner) else {
+            panic!("with_workers is called while the state is being built");
+        };
+        inner.workers = workers;
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -466,12 +481,47 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             .into_response()
         }
     };
-    let body = render_metrics(&totals, state.inner.started_unix, state.inner.xdp.as_ref());
+    let mut body = render_metrics(&totals, state.inner.started_unix, state.inner.xdp.as_ref());
+    if let Some(workers) = &state.inner.workers {
+        render_worker_metrics(&mut body, workers);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         Bytes::from(body),
     )
         .into_response()
+}
+
+/// The AF_XDP workers' counters, in Prometheus text exposition.
+fn render_worker_metrics(body: &mut String, workers: &AfXdpDatapath) {
+    let (rx, tx, drops) = workers.totals();
+    for (name, help, value) in [
+        (
+            "relayd_afxdp_rx_frames_total",
+            "Frames AF_XDP workers took off their RX rings.",
+            rx,
+        ),
+        (
+            "relayd_afxdp_tx_frames_total",
+            "Frames AF_XDP workers put on their TX rings.",
+            tx,
+        ),
+    ] {
+        let _ = writeln!(body, "# HELP {name} {help}");
+        let _ = writeln!(body, "# TYPE {name} counter");
+        let _ = writeln!(body, "{name} {value}");
+    }
+    let _ = writeln!(
+        body,
+        "# HELP relayd_afxdp_drops_total Frames AF_XDP workers dropped outside any leg, by reason."
+    );
+    let _ = writeln!(body, "# TYPE relayd_afxdp_drops_total counter");
+    for (reason, count) in drops {
+        let _ = writeln!(
+            body,
+            "relayd_afxdp_drops_total{{reason=\"{reason}\"}} {count}"
+        );
+    }
 }
 
 /// The Prometheus text exposition of the relay's totals.

@@ -87,6 +87,40 @@ pub struct DatapathConfig {
     pub xdp_interfaces: Vec<String>,
     /// XDP attach mode.
     pub xdp_mode: XdpModeConfig,
+    /// AF_XDP workers running SRTP for flows XDP pins (with `kind = "xdp"`); 0 leaves SRTP
+    /// flows on the socket datapath. Every XDP interface needs at least this many queues.
+    pub xdp_workers: usize,
+    /// Pin AF_XDP worker `i` to CPU `xdp_cpus[i % len]` when not empty.
+    pub xdp_cpus: Vec<usize>,
+    /// Frames per AF_XDP batch.
+    pub xdp_batch: usize,
+    /// Descriptors per AF_XDP ring (a power of two).
+    pub xdp_ring_size: u32,
+    /// AF_XDP bind mode: `auto` (zero-copy where the driver has it), `copy` or `zerocopy`.
+    pub xdp_bind: XdpBindConfig,
+}
+
+/// AF_XDP bind mode in the file.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpBindConfig {
+    /// Zero-copy where the driver supports it, else copy.
+    #[default]
+    Auto,
+    /// Copy mode (veth and every driver with XDP).
+    Copy,
+    /// Zero-copy only.
+    Zerocopy,
+}
+
+impl From<XdpBindConfig> for crate::afxdp::BindMode {
+    fn from(mode: XdpBindConfig) -> Self {
+        match mode {
+            XdpBindConfig::Auto => Self::Auto,
+            XdpBindConfig::Copy => Self::Copy,
+            XdpBindConfig::Zerocopy => Self::ZeroCopy,
+        }
+    }
 }
 
 /// Which datapath moves packets.
@@ -167,6 +201,11 @@ impl Default for DatapathConfig {
             socket_rcvbuf: 0,
             xdp_interfaces: Vec::new(),
             xdp_mode: XdpModeConfig::Native,
+            xdp_workers: 1,
+            xdp_cpus: Vec::new(),
+            xdp_batch: 64,
+            xdp_ring_size: 2048,
+            xdp_bind: XdpBindConfig::Auto,
         }
     }
 }
@@ -286,6 +325,20 @@ impl Config {
         }
         if self.datapath.workers > 256 {
             return Err(invalid("datapath.workers", "must be at most 256"));
+        }
+        if self.datapath.xdp_workers > 64 {
+            return Err(invalid("datapath.xdp_workers", "must be at most 64"));
+        }
+        if !(1..=1024).contains(&self.datapath.xdp_batch) {
+            return Err(invalid("datapath.xdp_batch", "must be 1..=1024"));
+        }
+        if !self.datapath.xdp_ring_size.is_power_of_two()
+            || !(64..=16_384).contains(&self.datapath.xdp_ring_size)
+        {
+            return Err(invalid(
+                "datapath.xdp_ring_size",
+                "must be a power of two in 64..=16384",
+            ));
         }
         if self.datapath.kind == DatapathKind::Xdp && self.datapath.xdp_interfaces.is_empty() {
             return Err(invalid(

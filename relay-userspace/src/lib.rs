@@ -1,11 +1,14 @@
 //! relayd, the media relay: its control plane and its datapaths.
 //!
-//! This crate owns the XDP loader ([`xdp`]: load the embedded `relay-ebpf` object, attach it to
-//! interfaces, program flows, read counters) and relayd's HTTP service ([`api`]: health with a
-//! boot id, Prometheus metrics). The flow-control API, the socket datapath and the AF_XDP workers
-//! join it in later steps (see docs/ARCHITECTURE.md). IO lives here, at the edge: the packet
-//! parsing and flow decisions are in the XDP program and in IO-free cores.
+//! This crate owns relayd's control plane ([`relay`]: sessions, ports, media timeouts) and its
+//! HTTP API ([`api`]), the socket datapath ([`datapath`]: per-core workers on
+//! recvmmsg/sendmmsg), the XDP loader ([`xdp`]: load the embedded `relay-ebpf` object, attach
+//! it, program flows, read counters), the choice of what XDP pins ([`xdp_flows`]) and the
+//! AF_XDP workers that run SRTP for pinned crypto flows ([`afxdp`]). IO lives here, at the
+//! edge: latching decisions, frame parsing and rewriting, and SRTP are IO-free cores with time
+//! as an argument (see docs/ARCHITECTURE.md).
 
+pub mod afxdp;
 pub mod api;
 pub mod config;
 pub mod datapath;

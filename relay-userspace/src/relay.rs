@@ -17,7 +17,8 @@ use tracing::{info, warn};
 use crate::{
     config::Config,
     datapath::{
-        stats::unix_ms, sys, CryptoChange, DropReason, LegProgram, LegSettings, LegStats,
+        stats::{unix_ms, Latched},
+        sys, CryptoChange, DropReason, LegCrypto, LegProgram, LegSettings, LegStats,
         SocketDatapath,
     },
     model::{
@@ -25,7 +26,7 @@ use crate::{
         SessionSpec, SessionSummary, SessionView, SpecError,
     },
     ports::PortAllocator,
-    xdp_flows::{plan, LegLocal, XdpFlows},
+    xdp_flows::{plan, LegLocal, LegShared, XdpFlows},
 };
 
 /// How often a port is retried when the OS says it is taken by someone else.
@@ -92,11 +93,14 @@ struct LegRecord {
     rtp_socket: Arc<UdpSocket>,
     rtcp_socket: Option<Arc<UdpSocket>>,
     stats: Arc<LegStats>,
+    crypto: Arc<LegCrypto>,
     created: Instant,
     timed_out: bool,
     /// Packets XDP forwarded for this leg at the last media-timeout check, and when that count
     /// last moved (XDP-forwarded packets never reach the socket counters' clock).
     xdp_seen: (u64, Option<Instant>),
+    /// What the leg's latches had learned when its kernel flows were last planned.
+    planned_latch: Latched,
 }
 
 struct SessionRecord {
@@ -191,23 +195,61 @@ impl Relay {
         self
     }
 
-    /// (Re-)programs a session's kernel flows after its legs changed.
-    fn program_xdp(&self, key: u64, legs: &[LegRecord]) {
+    /// (Re-)programs a session's kernel flows after its legs (or what they learned) changed.
+    fn program_xdp(&self, key: u64, legs: &mut [LegRecord]) {
         let Some(flows) = &self.xdp_flows else {
             return;
         };
+        for leg in legs.iter_mut() {
+            leg.planned_latch = leg.stats.latch_state();
+        }
         let locals: Vec<LegLocal<'_>> = legs
             .iter()
             .map(|l| LegLocal {
                 spec: &l.spec,
                 address: l.address,
                 rtp_port: l.rtp_port,
+                latched: l.planned_latch,
+            })
+            .collect();
+        let shared: Vec<LegShared> = legs
+            .iter()
+            .map(|l| LegShared {
+                stats: Arc::clone(&l.stats),
+                crypto: Arc::clone(&l.crypto),
             })
             .collect();
         flows
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .program(key, &plan(&locals));
+            .program(key, &plan(&locals, Instant::now()), &shared);
+    }
+
+    /// Pins the flows of legs whose learned peers have locked since their session was last
+    /// planned (the socket datapath learns; XDP carries the media from then on). Called
+    /// periodically; returns the sessions re-planned.
+    pub fn sync_learned_peers(&self) -> usize {
+        if self.xdp_flows.is_none() {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut replanned = 0;
+        for session in state.sessions.values_mut() {
+            let due = session.legs.iter().any(|leg| {
+                let latched = leg.stats.latch_state();
+                latched != leg.planned_latch
+                    && [latched.rtp_locks_at, latched.rtcp_locks_at]
+                        .iter()
+                        .flatten()
+                        .any(|at| *at <= now)
+            });
+            if due {
+                self.program_xdp(session.key, &mut session.legs);
+                replanned += 1;
+            }
+        }
+        replanned
     }
 
     /// The configuration.
@@ -312,9 +354,12 @@ impl Relay {
             spec.media_timeout_secs
                 .unwrap_or(self.config.media.timeout_secs),
         );
-        let programs = self.programs(&spec, &legs, crypto_changes);
+        for (leg, (inbound, outbound)) in legs.iter().zip(crypto_changes) {
+            leg.crypto.apply(inbound, outbound);
+        }
+        let programs = self.programs(&spec, &legs);
         self.datapath.install(key, programs);
-        self.program_xdp(key, &legs);
+        self.program_xdp(key, &mut legs);
         let record = SessionRecord {
             key,
             spec,
@@ -397,9 +442,11 @@ impl Relay {
                         rtp_socket: Arc::new(rtp),
                         rtcp_socket: rtcp.map(Arc::new),
                         stats: Arc::new(LegStats::default()),
+                        crypto: Arc::new(LegCrypto::default()),
                         created: now,
                         timed_out: false,
                         xdp_seen: (0, None),
+                        planned_latch: Latched::default(),
                     });
                 }
                 Err(e) => {
@@ -413,16 +460,10 @@ impl Relay {
         Err(last_error.expect("at least one attempt"))
     }
 
-    fn programs(
-        &self,
-        spec: &SessionSpec,
-        legs: &[LegRecord],
-        crypto: Vec<(CryptoChange, CryptoChange)>,
-    ) -> Vec<LegProgram> {
+    fn programs(&self, spec: &SessionSpec, legs: &[LegRecord]) -> Vec<LegProgram> {
         let window = Duration::from_secs(self.config.media.latch_window_secs);
         legs.iter()
-            .zip(crypto)
-            .map(|(leg, (inbound, outbound))| {
+            .map(|leg| {
                 let s = &leg.spec;
                 LegProgram {
                     id: s.id.clone(),
@@ -443,8 +484,7 @@ impl Relay {
                             .and_then(|t| spec.legs.iter().position(|l| &l.id == t)),
                         rtcp_mux: s.rtcp_mux,
                     },
-                    inbound,
-                    outbound,
+                    crypto: Arc::clone(&leg.crypto),
                 }
             })
             .collect()
@@ -492,27 +532,20 @@ impl Relay {
         }
         let ids = session.spec.legs.iter().map(|l| l.id.as_str()).collect();
         leg.validate(&ids)?;
-        let mut crypto = Vec::with_capacity(session.legs.len());
-        for i in 0..session.legs.len() {
-            if i == index {
-                let inbound = match &patch.inbound_crypto {
-                    Some(new) => crypto_change(None, new.as_ref(), leg_id)?,
-                    None => CryptoChange::Keep,
-                };
-                let outbound = match &patch.outbound_crypto {
-                    Some(new) => crypto_change(None, new.as_ref(), leg_id)?,
-                    None => CryptoChange::Keep,
-                };
-                crypto.push((inbound, outbound));
-            } else {
-                crypto.push((CryptoChange::Keep, CryptoChange::Keep));
-            }
-        }
+        let inbound = match &patch.inbound_crypto {
+            Some(new) => crypto_change(None, new.as_ref(), leg_id)?,
+            None => CryptoChange::Keep,
+        };
+        let outbound = match &patch.outbound_crypto {
+            Some(new) => crypto_change(None, new.as_ref(), leg_id)?,
+            None => CryptoChange::Keep,
+        };
+        session.legs[index].crypto.apply(inbound, outbound);
         session.spec.legs[index] = leg.clone();
         session.legs[index].spec = leg;
-        let programs = self.programs(&session.spec, &session.legs, crypto);
+        let programs = self.programs(&session.spec, &session.legs);
         self.datapath.install(session.key, programs);
-        self.program_xdp(session.key, &session.legs);
+        self.program_xdp(session.key, &mut session.legs);
         Ok(self.view(id, session))
     }
 
@@ -582,8 +615,14 @@ impl Relay {
             });
             for (i, leg) in session.legs.iter_mut().enumerate() {
                 if let Some(x) = xdp.as_ref().and_then(|x| x.get(i)) {
-                    if x.packets_in != leg.xdp_seen.0 {
-                        leg.xdp_seen = (x.packets_in, Some(now));
+                    // Packets XDP dropped for their source do not keep a leg alive.
+                    let total = x.packets_in - x.wrong_source
+                        + leg
+                            .stats
+                            .xdp_packets
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                    if total != leg.xdp_seen.0 {
+                        leg.xdp_seen = (total, Some(now));
                     }
                 }
                 let last = leg
@@ -680,7 +719,13 @@ impl Relay {
                         counters.bytes_out += x.bytes_out;
                         *counters.drops.entry("wrong_source".to_owned()).or_insert(0) +=
                             x.wrong_source;
-                        counters.xdp_packets = Some(x.packets_in);
+                        counters.xdp_packets = Some(
+                            x.packets_in - x.wrong_source
+                                + leg
+                                    .stats
+                                    .xdp_packets
+                                    .load(std::sync::atomic::Ordering::Relaxed),
+                        );
                     }
                     let s = &leg.spec;
                     LegView {

@@ -1,11 +1,17 @@
 //! Batch transforms: many packets, of one or many contexts, per call.
 //!
+//! The contexts are any `BorrowMut<Context>`: owned contexts, or `&mut Context` borrowed from
+//! wherever the caller keeps them (a datapath worker locks each stream's context once per batch
+//! and passes the borrows).
+//!
 //! The batch runs the three steps of [`crate::Context`] over all packets: every packet is
 //! prepared in order (so per-stream state advances exactly as with single calls), then the AES
 //! keystream of all packets that share a session key is generated in *one* call over
 //! contiguous counter blocks (this is what lets `aes` use its 64-block VAES-512 path), then
 //! every packet is finished in order. The scratch space grows to the largest batch seen and is
 //! reused, so steady-state batches allocate nothing.
+
+use core::borrow::{Borrow, BorrowMut};
 
 use crate::{
     cipher::Block,
@@ -121,34 +127,58 @@ impl Batch {
     }
 
     /// Protects RTP packets ([`Context::protect_rtp`] for each).
-    pub fn protect_rtp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+    pub fn protect_rtp<C: BorrowMut<Context>>(
+        &mut self,
+        contexts: &mut [C],
+        packets: &mut [BatchPacket<'_>],
+    ) {
         self.run(Op::ProtectRtp, contexts, packets);
     }
 
     /// Verifies and decrypts SRTP packets ([`Context::unprotect_rtp`] for each).
-    pub fn unprotect_rtp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+    pub fn unprotect_rtp<C: BorrowMut<Context>>(
+        &mut self,
+        contexts: &mut [C],
+        packets: &mut [BatchPacket<'_>],
+    ) {
         self.run(Op::UnprotectRtp, contexts, packets);
     }
 
     /// Protects RTCP packets ([`Context::protect_rtcp`] for each).
-    pub fn protect_rtcp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+    pub fn protect_rtcp<C: BorrowMut<Context>>(
+        &mut self,
+        contexts: &mut [C],
+        packets: &mut [BatchPacket<'_>],
+    ) {
         self.run(Op::ProtectRtcp, contexts, packets);
     }
 
     /// Verifies and decrypts SRTCP packets ([`Context::unprotect_rtcp`] for each).
-    pub fn unprotect_rtcp(&mut self, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+    pub fn unprotect_rtcp<C: BorrowMut<Context>>(
+        &mut self,
+        contexts: &mut [C],
+        packets: &mut [BatchPacket<'_>],
+    ) {
         self.run(Op::UnprotectRtcp, contexts, packets);
     }
 
-    fn run(&mut self, op: Op, contexts: &mut [Context], packets: &mut [BatchPacket<'_>]) {
+    fn run<C: BorrowMut<Context>>(
+        &mut self,
+        op: Op,
+        contexts: &mut [C],
+        packets: &mut [BatchPacket<'_>],
+    ) {
         let count = contexts.len();
         // Step 1, in packet order.
         self.jobs.clear();
         self.provisional.clear();
         for packet in packets.iter_mut() {
-            let context = contexts.get_mut(packet.context).unwrap_or_else(|| {
-                panic!("batch packet names context {} of {count}", packet.context)
-            });
+            let context: &mut Context = contexts
+                .get_mut(packet.context)
+                .unwrap_or_else(|| {
+                    panic!("batch packet names context {} of {count}", packet.context)
+                })
+                .borrow_mut();
             // Received SRTP: estimate from the state earlier packets of this batch will leave.
             let hint = (op == Op::UnprotectRtp)
                 .then(|| rtp_ssrc(packet.buf, packet.len))
@@ -178,7 +208,7 @@ impl Batch {
             for (i, packet) in packets.iter_mut().enumerate() {
                 if let Some(job) = &self.jobs[i] {
                     let at = self.offsets[i];
-                    contexts[packet.context].encrypt(
+                    contexts[packet.context].borrow_mut().encrypt(
                         job,
                         packet.buf,
                         &self.keystream[at..at + job.blocks],
@@ -193,7 +223,7 @@ impl Batch {
             let Some(job) = &self.jobs[i] else {
                 continue;
             };
-            let context = &mut contexts[packet.context];
+            let context: &mut Context = contexts[packet.context].borrow_mut();
             let has_hmac = context.hmac_key(job).is_some();
             packet.result = match op {
                 Op::ProtectRtp | Op::ProtectRtcp => {
@@ -222,7 +252,7 @@ impl Batch {
 
     /// Step 2: groups packets by session key, lays their counter blocks out contiguously and
     /// runs AES once per group.
-    fn keystream_pass(&mut self, contexts: &[Context], packets: &[BatchPacket<'_>]) {
+    fn keystream_pass<C: Borrow<Context>>(&mut self, contexts: &[C], packets: &[BatchPacket<'_>]) {
         self.order.clear();
         self.order
             .extend((0..packets.len()).filter(|&i| self.jobs[i].is_some()));
@@ -245,7 +275,7 @@ impl Batch {
         while run_start < self.order.len() {
             let first = self.order[run_start];
             let first_job = self.jobs[first].as_ref().expect("filtered");
-            let context = &contexts[packets[first].context];
+            let context: &Context = contexts[packets[first].context].borrow();
             let mut run_end = run_start;
             while run_end < self.order.len() {
                 let i = self.order[run_end];
@@ -269,14 +299,17 @@ impl Batch {
     }
 
     /// Step 3b: HMAC-SHA1 tags of every HMAC job, several packets per SHA-1 pass.
-    fn hmac_pass(&mut self, contexts: &[Context], packets: &[BatchPacket<'_>]) {
+    fn hmac_pass<C: Borrow<Context>>(&mut self, contexts: &[C], packets: &[BatchPacket<'_>]) {
         self.tags.clear();
         self.tags.resize(packets.len(), [0; 20]);
         self.hmac_jobs.clear();
         self.hmac_jobs.extend((0..packets.len()).filter(|&i| {
-            self.jobs[i]
-                .as_ref()
-                .is_some_and(|job| contexts[packets[i].context].hmac_key(job).is_some())
+            self.jobs[i].as_ref().is_some_and(|job| {
+                contexts[packets[i].context]
+                    .borrow()
+                    .hmac_key(job)
+                    .is_some()
+            })
         }));
         for group in self.hmac_jobs.chunks(GROUP) {
             let mut suffixes = [([0u8; 4], 0usize); GROUP];
@@ -289,6 +322,7 @@ impl Batch {
             }
             let first = group[0];
             let first_key = contexts[packets[first].context]
+                .borrow()
                 .hmac_key(self.jobs[first].as_ref().expect("filtered"))
                 .expect("filtered");
             let mut requests = [Request {
@@ -300,6 +334,7 @@ impl Batch {
                 let job = self.jobs[i].as_ref().expect("filtered");
                 requests[k] = Request {
                     key: contexts[packets[i].context]
+                        .borrow()
                         .hmac_key(job)
                         .expect("filtered"),
                     data: &packets[i].buf[..ends[k]],

@@ -8,6 +8,8 @@
 //! - [`workspace_bin`]: the path of a workspace binary (`cargo xtask test` builds them first).
 //! - [`relayd`]: an in-process relayd on an ephemeral port; [`pylibsrtp`]: libsrtp from PyPI as
 //!   an independent SRTP peer.
+//! - [`topology`]: the caller/relay/callee namespaces of the kernel-datapath tests, with relayd
+//!   as a process in the relay namespace.
 //! - [`loadgen`]: the RTP/SRTP load generator behind the `relay-loadgen` binary (relayd's HTTP
 //!   API or the NG protocol for call setup, paced RTP both ways, verification, loss and
 //!   latency reports, a search for the highest clean rate, an overload-then-recovery run that
@@ -19,6 +21,7 @@ pub mod loadgen;
 pub mod netns;
 pub mod pylibsrtp;
 pub mod relayd;
+pub mod topology;
 
 use std::path::PathBuf;
 

@@ -12,11 +12,11 @@ use tests::{
     relayd::{config, TestRelay, TOKEN},
 };
 
-fn relay() -> TestRelay {
-    let mut random = [0_u8; 2];
-    getrandom::fill(&mut random).unwrap();
-    // 400 even/odd port pairs in one of 20 slots below the ephemeral range.
-    let port_min = 20_000 + (u16::from_le_bytes(random) % 20) * 500;
+/// A relay with 400 media ports of its own, below the ephemeral range: every test that runs
+/// relayd or rtpengine under load has its own slot (`slot * 500 + 20_000`), so tests running in
+/// parallel never compete for a port (slots 0-2 here; 3 overload; 4-5 rtpengine).
+fn relay(slot: u16) -> TestRelay {
+    let port_min = 20_000 + slot * 500;
     TestRelay::start(config(port_min, port_min + 399))
 }
 
@@ -62,21 +62,21 @@ fn assert_clean(report: &Report, relay: &TestRelay) {
 
 #[test]
 fn srtp_on_leg_a_goes_through_relayd_without_loss() {
-    let relay = relay();
+    let relay = relay(0);
     let report = run(&relay, 20, Some(Suite::AesCm128HmacSha1_80));
     assert_clean(&report, &relay);
 }
 
 #[test]
 fn plain_rtp_goes_through_relayd_without_loss() {
-    let relay = relay();
+    let relay = relay(1);
     let report = run(&relay, 10, None);
     assert_clean(&report, &relay);
 }
 
 #[test]
 fn a_wrong_token_is_a_clear_error_and_sets_nothing_up() {
-    let relay = relay();
+    let relay = relay(2);
     let mut config = Config::new(Control::Api {
         url: format!("http://{}", relay.addr),
         token: Some(Token::new("not-the-token".to_owned())),

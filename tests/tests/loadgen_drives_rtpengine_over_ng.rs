@@ -24,13 +24,12 @@ struct Rtpengine {
 impl Rtpengine {
     /// Starts rtpengine, or returns `None` (after a visible skip line) when it is not
     /// installed; under `CI=true` a missing rtpengine fails the test.
-    fn start(test: &str) -> Option<Self> {
+    fn start(test: &str, slot: u32) -> Option<Self> {
         let ng = free_udp_port();
-        let mut random = [0_u8; 2];
-        getrandom::fill(&mut random).unwrap();
         // Media ports below the kernel's ephemeral range (32768+), where the generator's own
-        // sockets live; 400 ports in one of 20 slots, so parallel tests rarely share a range.
-        let port_min = 20_000 + u32::from(u16::from_le_bytes(random) % 20) * 500;
+        // sockets live; 400 ports in this test's own slot (4 or 5; see
+        // loadgen_drives_relayd_over_http.rs), so parallel tests never share a range.
+        let port_min = 20_000 + slot * 500;
         let port_max = port_min + 399;
         let log = std::env::temp_dir().join(format!("rtpengine-{test}-{}.log", std::process::id()));
         let log_file = fs::File::create(&log).unwrap();
@@ -172,7 +171,7 @@ fn config(rtpengine: &Rtpengine, calls: u32, seconds: u64) -> Config {
 
 #[test]
 fn srtp_on_leg_a_is_decrypted_and_reencrypted_by_rtpengine_without_loss() {
-    let Some(rtpengine) = Rtpengine::start("srtp_through_rtpengine") else {
+    let Some(rtpengine) = Rtpengine::start("srtp_through_rtpengine", 4) else {
         return;
     };
     let mut config = config(&rtpengine, 20, 4);
@@ -188,7 +187,7 @@ fn srtp_on_leg_a_is_decrypted_and_reencrypted_by_rtpengine_without_loss() {
 
 #[test]
 fn plain_rtp_is_forwarded_by_rtpengine_without_loss() {
-    let Some(rtpengine) = Rtpengine::start("plain_through_rtpengine") else {
+    let Some(rtpengine) = Rtpengine::start("plain_through_rtpengine", 5) else {
         return;
     };
     let mut config = config(&rtpengine, 10, 3);

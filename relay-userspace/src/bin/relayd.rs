@@ -14,6 +14,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use relay_userspace::{
+    afxdp::{AfXdpDatapath, AfXdpOptions},
     api::{self, ApiState},
     config::{Config, DatapathKind},
     datapath::{sys, DatapathOptions, SocketDatapath},
@@ -50,6 +51,12 @@ struct Cli {
     /// XDP).
     #[arg(long)]
     xdp_mode: Option<AttachMode>,
+    /// AF_XDP workers for SRTP flows (with the xdp datapath; 0: none).
+    #[arg(long)]
+    xdp_workers: Option<usize>,
+    /// Pin AF_XDP workers to these CPUs (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    xdp_cpus: Option<Vec<usize>>,
 }
 
 fn main() -> ExitCode {
@@ -104,6 +111,12 @@ fn configuration(cli: &Cli) -> anyhow::Result<Config> {
             .datapath
             .xdp_interfaces
             .clone_from(&cli.xdp_interfaces);
+    }
+    if let Some(workers) = cli.xdp_workers {
+        config.datapath.xdp_workers = workers;
+    }
+    if let Some(cpus) = &cli.xdp_cpus {
+        config.datapath.xdp_cpus.clone_from(cpus);
     }
     if let Some(mode) = cli.xdp_mode {
         config.datapath.xdp_mode = match mode {
@@ -202,13 +215,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let xdp_interfaces = config.datapath.xdp_interfaces.clone();
     let xdp_mode = config.datapath.xdp_mode;
     let pin_flows = config.datapath.kind == DatapathKind::Xdp;
+    let workers = start_workers(&config, xdp.as_ref())?;
     let mut relay = Relay::new(config, datapath);
     if let (true, Some(xdp)) = (pin_flows, &xdp) {
-        relay = relay.with_xdp_flows(XdpFlows::new(Arc::clone(xdp)));
-        info!("plain flows with fixed peers are forwarded in XDP");
+        relay = relay.with_xdp_flows(XdpFlows::new(Arc::clone(xdp), workers.clone()));
+        if workers.is_some() {
+            info!("flows with settled peers are pinned in XDP: plain ones forwarded there, SRTP ones through AF_XDP workers");
+        } else {
+            info!("plain flows with settled peers are forwarded in XDP; SRTP flows stay on the socket datapath");
+        }
     }
     let relay = Arc::new(relay);
-    let state = ApiState::new(Arc::clone(&relay), token, xdp.clone());
+    let state = ApiState::new(Arc::clone(&relay), token, xdp.clone()).with_workers(workers.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -228,7 +246,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 let relay = Arc::clone(&relay);
-                let _ = tokio::task::spawn_blocking(move || relay.check_media_timeouts()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    relay.sync_learned_peers();
+                    relay.check_media_timeouts()
+                })
+                .await;
             }
         })
     };
@@ -237,6 +259,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("HTTP service failed")?;
     timeouts.abort();
+    // The relay (and its flows) first, then the workers, then the program.
+    drop(relay);
+    drop(workers);
     if let Some(xdp) = xdp {
         xdp.lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -244,6 +269,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     info!("relayd stopped");
     Ok(())
+}
+
+/// The AF_XDP workers, with the xdp datapath and `xdp_workers > 0`.
+fn start_workers(
+    config: &Config,
+    xdp: Option<&Arc<Mutex<RelayXdp>>>,
+) -> anyhow::Result<Option<Arc<AfXdpDatapath>>> {
+    let (Some(xdp), DatapathKind::Xdp) = (xdp, config.datapath.kind) else {
+        return Ok(None);
+    };
+    if config.datapath.xdp_workers == 0 {
+        return Ok(None);
+    }
+    let workers = AfXdpDatapath::start(
+        &AfXdpOptions {
+            interfaces: config.datapath.xdp_interfaces.clone(),
+            workers: config.datapath.xdp_workers,
+            cpus: config.datapath.xdp_cpus.clone(),
+            batch: config.datapath.xdp_batch,
+            ring_size: config.datapath.xdp_ring_size,
+            bind: config.datapath.xdp_bind.into(),
+        },
+        Arc::clone(xdp),
+    )
+    .context("cannot start the AF_XDP workers")?;
+    Ok(Some(Arc::new(workers)))
 }
 
 /// Lets XDP redirect out of `interface` and answer `bpf_fib_lookup` there (which needs IP
@@ -258,6 +309,11 @@ fn prepare_forwarding(xdp: &mut RelayXdp, interface: &str) -> anyhow::Result<()>
     std::fs::write(&knob, "1").with_context(|| {
         format!("cannot enable IP forwarding ({knob}), which XDP forwarding needs")
     })?;
+    // IPv6 may be disabled on the host or the interface: then IPv6 flows stay in userspace.
+    let knob6 = format!("/proc/sys/net/ipv6/conf/{interface}/forwarding");
+    if let Err(e) = std::fs::write(&knob6, "1") {
+        warn!(interface, %e, "cannot enable IPv6 forwarding; IPv6 flows stay on the socket datapath");
+    }
     Ok(())
 }
 

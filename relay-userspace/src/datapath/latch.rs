@@ -77,6 +77,15 @@ impl Latch {
         }
     }
 
+    /// When a learning latch stops following (its window, counted from the first accepted
+    /// packet, closes); `None` before any packet and for fixed latches.
+    pub fn locks_at(&self) -> Option<Instant> {
+        match self.mode {
+            LatchMode::Fixed => None,
+            LatchMode::Learn => self.first_at.map(|first| first + self.window),
+        }
+    }
+
     /// The learned source, if any.
     pub fn learned(&self) -> Option<SocketAddr> {
         self.learned

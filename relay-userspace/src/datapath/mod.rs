@@ -19,11 +19,12 @@ mod worker;
 
 use std::{
     net::{SocketAddr, UdpSocket},
-    sync::{mpsc, Arc},
+    sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
     time::Duration,
 };
 
+use srtp::Context;
 pub use stats::{DropReason, LegStats};
 use tracing::{info, warn};
 
@@ -59,6 +60,64 @@ pub enum CryptoChange {
     Set(Box<srtp::Policy>),
 }
 
+/// A leg's SRTP contexts: inbound (verify and decrypt what the leg receives) and outbound
+/// (encrypt what is sent to the leg's peer).
+///
+/// Owned by the control plane and shared with every path that handles the leg's packets (the
+/// socket worker and, with the XDP datapath, any AF_XDP worker), so that rollover counters,
+/// replay windows and key lifetimes are *one* state whichever path a packet takes: two states
+/// would let a replay through on the other path, or re-use keystream after a rollover one of
+/// them missed. Workers lock a context once per batch, never per packet.
+#[derive(Default)]
+pub struct LegCrypto {
+    inbound: Mutex<Option<Context>>,
+    outbound: Mutex<Option<Context>>,
+}
+
+impl std::fmt::Debug for LegCrypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the contexts: they hold keys.
+        f.debug_struct("LegCrypto")
+            .field("inbound", &self.inbound().is_some())
+            .field("outbound", &self.outbound().is_some())
+            .finish()
+    }
+}
+
+impl LegCrypto {
+    /// The inbound context (`None`: the leg receives plain RTP).
+    pub fn inbound(&self) -> MutexGuard<'_, Option<Context>> {
+        self.inbound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The outbound context (`None`: the leg's peer gets plain RTP).
+    pub fn outbound(&self) -> MutexGuard<'_, Option<Context>> {
+        self.outbound.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies a (re-)programming.
+    pub fn apply(&self, inbound: CryptoChange, outbound: CryptoChange) {
+        fn change(slot: &mut Option<Context>, change: CryptoChange) {
+            match change {
+                CryptoChange::Keep => {}
+                CryptoChange::Plain => *slot = None,
+                CryptoChange::Set(policy) => {
+                    *slot = match Context::new(&policy) {
+                        Ok(context) => Some(context),
+                        Err(e) => {
+                            // Policies are validated by the control plane before they get here.
+                            warn!(%e, "SRTP policy refused by the engine; the leg drops its media");
+                            None
+                        }
+                    }
+                }
+            }
+        }
+        change(&mut self.inbound(), inbound);
+        change(&mut self.outbound(), outbound);
+    }
+}
+
 /// A leg as handed to a worker.
 #[derive(Debug)]
 pub struct LegProgram {
@@ -72,10 +131,8 @@ pub struct LegProgram {
     pub rtcp_socket: Option<Arc<UdpSocket>>,
     /// Peer and forwarding.
     pub settings: LegSettings,
-    /// Inbound (verify and decrypt).
-    pub inbound: CryptoChange,
-    /// Outbound (encrypt).
-    pub outbound: CryptoChange,
+    /// SRTP contexts, shared with the control plane.
+    pub crypto: Arc<LegCrypto>,
 }
 
 enum Command {

@@ -6,7 +6,7 @@ use std::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Mutex, PoisonError,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use crate::model::LegCountersView;
@@ -71,7 +71,23 @@ pub struct LegStats {
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Unix ms of the last packet received (0: none).
     pub last_packet_unix_ms: AtomicU64,
-    latched: Mutex<(Option<SocketAddr>, Option<SocketAddr>)>,
+    /// Packets XDP received for this leg on flows that were removed since (those of live
+    /// flows are read from the kernel); included in `packets_in`.
+    pub xdp_packets: AtomicU64,
+    latched: Mutex<Latched>,
+}
+
+/// What a leg's latches learned, as published by its worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latched {
+    /// Learned RTP source.
+    pub rtp: Option<SocketAddr>,
+    /// Learned RTCP source (the RTP one with rtcp-mux).
+    pub rtcp: Option<SocketAddr>,
+    /// When the RTP latch stops following (its window closes), once it learned something.
+    pub rtp_locks_at: Option<Instant>,
+    /// When the RTCP latch stops following.
+    pub rtcp_locks_at: Option<Instant>,
 }
 
 /// Unix time in milliseconds.
@@ -92,13 +108,19 @@ impl LegStats {
         self.drops[reason as usize].load(Relaxed)
     }
 
-    /// Records the sources the leg latched onto (RTP, RTCP).
-    pub fn set_latched(&self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
-        *self.latched.lock().unwrap_or_else(PoisonError::into_inner) = (rtp, rtcp);
+    /// Records what the leg's latches learned.
+    pub fn set_latched(&self, latched: Latched) {
+        *self.latched.lock().unwrap_or_else(PoisonError::into_inner) = latched;
     }
 
     /// The sources the leg latched onto (RTP, RTCP).
     pub fn latched(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let l = self.latch_state();
+        (l.rtp, l.rtcp)
+    }
+
+    /// What the leg's latches learned, with their lock times.
+    pub fn latch_state(&self) -> Latched {
         *self.latched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -13,9 +13,9 @@ use tracing::{debug, warn};
 
 use super::{
     latch::Latch,
-    stats::{unix_ms, DropReason, LegStats},
+    stats::{unix_ms, DropReason, Latched, LegStats},
     sys::{from_raw, Epoll, EventFd, PacketBatch, SLOT_LEN},
-    Command, CryptoChange, LegProgram, LegSettings,
+    Command, LegCrypto, LegProgram, LegSettings,
 };
 
 /// Epoll token of the wake-up eventfd.
@@ -45,8 +45,7 @@ struct LegRt {
     settings: LegSettings,
     rtp_latch: Latch,
     rtcp_latch: Latch,
-    inbound: Option<Context>,
-    outbound: Option<Context>,
+    crypto: Arc<LegCrypto>,
 }
 
 impl LegRt {
@@ -75,11 +74,16 @@ impl LegRt {
 
     fn publish_latch(&self) {
         let rtcp = if self.settings.rtcp_mux {
-            self.rtp_latch.learned()
+            &self.rtp_latch
         } else {
-            self.rtcp_latch.learned()
+            &self.rtcp_latch
         };
-        self.stats.set_latched(self.rtp_latch.learned(), rtcp);
+        self.stats.set_latched(Latched {
+            rtp: self.rtp_latch.learned(),
+            rtcp: rtcp.learned(),
+            rtp_locks_at: self.rtp_latch.locks_at(),
+            rtcp_locks_at: rtcp.locks_at(),
+        });
     }
 }
 
@@ -252,19 +256,7 @@ impl Worker {
             settings.latch_window,
             settings.remote_rtcp,
         );
-        let context = |change: CryptoChange, old: Option<Context>| match change {
-            CryptoChange::Keep => old,
-            CryptoChange::Plain => None,
-            CryptoChange::Set(policy) => match Context::new(&policy) {
-                Ok(context) => Some(context),
-                Err(e) => {
-                    // Policies are validated by the control plane before they get here.
-                    warn!(%e, "SRTP policy refused by the engine; leg falls back to dropping");
-                    None
-                }
-            },
-        };
-        let (rtp_latch, rtcp_latch, old_in, old_out) = match previous {
+        let (rtp_latch, rtcp_latch) = match previous {
             Some(old) => (
                 if rtp_latch.same_settings(&old.rtp_latch) {
                     rtp_latch.carrying(&old.rtp_latch)
@@ -276,10 +268,8 @@ impl Worker {
                 } else {
                     rtcp_latch
                 },
-                old.inbound,
-                old.outbound,
             ),
-            None => (rtp_latch, rtcp_latch, None, None),
+            None => (rtp_latch, rtcp_latch),
         };
         let leg = LegRt {
             id: program.id,
@@ -289,8 +279,7 @@ impl Worker {
             settings,
             rtp_latch,
             rtcp_latch,
-            inbound: context(program.inbound, old_in),
-            outbound: context(program.outbound, old_out),
+            crypto: program.crypto,
         };
         leg.publish_latch();
         leg
@@ -419,10 +408,10 @@ fn forward_batch(
     classify_and_admit(leg, kind, received, now, packets, states);
 
     // Verify and decrypt: RTP and RTCP in separate batches (they use different transforms).
-    if let Some(mut context) = leg.inbound.take() {
+    if let Some(context) = leg.crypto.inbound().as_mut() {
         for rtcp in [false, true] {
             transform(
-                &mut context,
+                context,
                 srtp,
                 packets,
                 &mut states[..received],
@@ -431,7 +420,6 @@ fn forward_batch(
                 &stats,
             );
         }
-        leg.inbound = Some(context);
     }
 
     // Latch on what was accepted (authenticated, on SRTP legs).
@@ -458,12 +446,12 @@ fn forward_batch(
         stats.drop_packet(DropReason::NotForwarded, alive);
         return;
     };
-    let target = &mut session.legs[to];
+    let target = &session.legs[to];
     let target_stats = Arc::clone(&target.stats);
-    if let Some(mut context) = target.outbound.take() {
+    if let Some(context) = target.crypto.outbound().as_mut() {
         for rtcp in [false, true] {
             transform(
-                &mut context,
+                context,
                 srtp,
                 packets,
                 &mut states[..received],
@@ -472,7 +460,6 @@ fn forward_batch(
                 &target_stats,
             );
         }
-        target.outbound = Some(context);
     }
     send_to(target, &stats, received, packets, states, sends);
 }

@@ -22,6 +22,21 @@ pub const FLOW_STATS_MAP_NAME: &str = "RELAY_FLOW_STATS";
 pub const XSK_MAP_NAME: &str = "RELAY_XSKS";
 /// Name of the hash map from ifindex to the interface's first slot in the XSKMAP.
 pub const XSK_BASE_MAP_NAME: &str = "RELAY_XSK_BASE";
+/// Version of the maps' layout (keys, values, capacities). relayd pins maps under a directory
+/// named after it, so a relayd whose layout differs never adopts incompatible pinned maps.
+/// Bump it whenever a pinned map's key, value or size changes.
+pub const MAP_ABI_VERSION: u32 = 1;
+
+/// Every map relayd pins, by name.
+pub const PINNED_MAP_NAMES: [&str; 6] = [
+    FLOW_MAP_NAME,
+    COUNTER_MAP_NAME,
+    DEVMAP_NAME,
+    FLOW_STATS_MAP_NAME,
+    XSK_MAP_NAME,
+    XSK_BASE_MAP_NAME,
+];
+
 /// Name of the XDP program inside the object file.
 pub const XDP_PROGRAM_NAME: &str = "relay_xdp";
 

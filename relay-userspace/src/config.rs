@@ -25,6 +25,17 @@ pub struct Config {
     pub interfaces: Vec<InterfaceConfig>,
     /// The datapath.
     pub datapath: DatapathConfig,
+    /// Persistent state.
+    pub state: StateConfig,
+}
+
+/// `[state]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory where sessions are persisted so a restarted relayd restores them (and, with
+    /// the xdp datapath, re-adopts their kernel flows). Empty: nothing is persisted.
+    pub dir: PathBuf,
 }
 
 /// `[http]`
@@ -98,6 +109,11 @@ pub struct DatapathConfig {
     pub xdp_ring_size: u32,
     /// AF_XDP bind mode: `auto` (zero-copy where the driver has it), `copy` or `zerocopy`.
     pub xdp_bind: XdpBindConfig,
+    /// bpffs directory where the xdp datapath pins its maps and links (empty: no pinning).
+    pub xdp_pin_dir: PathBuf,
+    /// Leave the program attached and its maps pinned when relayd exits, so flows pinned in
+    /// XDP keep forwarding until the next relayd adopts them. `false` removes everything.
+    pub xdp_keep_on_exit: bool,
 }
 
 /// AF_XDP bind mode in the file.
@@ -166,6 +182,7 @@ impl Default for Config {
                 port_max: 39_999,
             }],
             datapath: DatapathConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -206,6 +223,8 @@ impl Default for DatapathConfig {
             xdp_batch: 64,
             xdp_ring_size: 2048,
             xdp_bind: XdpBindConfig::Auto,
+            xdp_pin_dir: PathBuf::from("/sys/fs/bpf/relayd"),
+            xdp_keep_on_exit: true,
         }
     }
 }

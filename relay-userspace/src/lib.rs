@@ -15,5 +15,6 @@ pub mod datapath;
 pub mod model;
 pub mod ports;
 pub mod relay;
+pub mod state;
 pub mod xdp;
 pub mod xdp_flows;

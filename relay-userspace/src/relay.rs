@@ -22,10 +22,11 @@ use crate::{
         SocketDatapath,
     },
     model::{
-        validate_id, CryptoSpec, CryptoView, Event, LegPatch, LegSpec, LegView, LocalView,
-        SessionSpec, SessionSummary, SessionView, SpecError,
+        validate_id, CryptoSpec, CryptoView, Event, LatchMode, LegPatch, LegSpec, LegView,
+        LocalView, SessionSpec, SessionSummary, SessionView, SpecError,
     },
     ports::PortAllocator,
+    state::{SessionStore, StoredLeg, StoredSession},
     xdp_flows::{plan, LegLocal, LegShared, XdpFlows},
 };
 
@@ -125,6 +126,8 @@ pub struct Relay {
     events: broadcast::Sender<Event>,
     /// Plain flows pinned in XDP (with `datapath.kind = "xdp"`).
     xdp_flows: Option<Mutex<XdpFlows>>,
+    /// Where sessions are persisted, if anywhere.
+    store: Option<SessionStore>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -185,7 +188,231 @@ impl Relay {
             }),
             events,
             xdp_flows: None,
+            store: None,
         }
+    }
+
+    /// Persists sessions in `store` from now on (see [`crate::state`]).
+    #[must_use]
+    pub fn with_store(mut self, store: SessionStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Writes a session's record (a failure is logged: the session itself is fine).
+    fn persist(&self, id: &str, session: &SessionRecord) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let now = Instant::now();
+        let settled = |address: Option<SocketAddr>, locks_at: Option<Instant>| {
+            address.filter(|_| locks_at.is_some_and(|at| at <= now))
+        };
+        let record = StoredSession {
+            id: id.to_owned(),
+            spec: session.spec.clone(),
+            created_unix_ms: session.created_unix_ms,
+            legs: session
+                .legs
+                .iter()
+                .map(|leg| {
+                    let latched = leg.stats.latch_state();
+                    StoredLeg {
+                        id: leg.spec.id.clone(),
+                        address: leg.address,
+                        rtp_port: leg.rtp_port,
+                        latched_rtp: settled(latched.rtp, latched.rtp_locks_at),
+                        latched_rtcp: settled(latched.rtcp, latched.rtcp_locks_at),
+                    }
+                })
+                .collect(),
+        };
+        if let Err(e) = store.save(&record) {
+            warn!(session = id, %e, "cannot persist the session; a restart will not restore it");
+        }
+    }
+
+    /// Removes the kernel flows a previous relayd left that no restored session claimed (call
+    /// after [`Relay::restore`]). Returns how many.
+    pub fn drop_unadopted_flows(&self) -> usize {
+        self.xdp_flows.as_ref().map_or(0, |flows| {
+            flows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drop_unadopted()
+        })
+    }
+
+    /// Re-creates the sessions a previous relayd persisted: same ports, specs and learned
+    /// peers; their kernel flows are re-adopted where still programmed. A record that cannot
+    /// be restored (its port taken, its interface gone) is logged and dropped. Returns the
+    /// sessions restored.
+    pub fn restore(&self) -> usize {
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        let (records, unreadable) = match store.load_all() {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                warn!(%e, "cannot read the persisted sessions");
+                return 0;
+            }
+        };
+        for bad in unreadable {
+            warn!(path = %bad.path.display(), reason = bad.reason, "unreadable session record left in place");
+        }
+        let mut restored = 0;
+        for record in records {
+            match self.restore_one(&record) {
+                Ok(()) => restored += 1,
+                Err(e) => {
+                    warn!(session = record.id, %e, "cannot restore the session; dropping its record");
+                    let _ = store.remove(&record.id);
+                }
+            }
+        }
+        if restored > 0 {
+            info!(sessions = restored, "sessions restored");
+        }
+        restored
+    }
+
+    fn restore_one(&self, record: &StoredSession) -> Result<(), RelayError> {
+        validate_id("session", &record.id)?;
+        record.spec.validate()?;
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.sessions.contains_key(&record.id) {
+            return Ok(());
+        }
+        let mut legs: Vec<LegRecord> = Vec::with_capacity(record.spec.legs.len());
+        let mut failure = None;
+        for (spec, stored) in record.spec.legs.iter().zip(&record.legs) {
+            match self.readopt_leg(&mut state, spec, stored, now) {
+                Ok(leg) => legs.push(leg),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() && legs.len() != record.spec.legs.len() {
+            failure = Some(RelayError::Spec(SpecError::InvalidId {
+                what: "stored leg list",
+                id: record.id.clone(),
+            }));
+        }
+        if let Some(error) = failure {
+            for leg in legs {
+                if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
+                    ports.put_back(leg.rtp_port);
+                }
+            }
+            return Err(error);
+        }
+        let crypto = crypto_plan(&record.spec, &[], |_| None)?;
+        for (leg, (inbound, outbound)) in legs.iter().zip(crypto) {
+            leg.crypto.apply(inbound, outbound);
+        }
+        let key = state.next_key;
+        state.next_key += 1;
+        let mut programs = self.programs(&record.spec, &legs);
+        for (program, stored) in programs.iter_mut().zip(&record.legs) {
+            program.learned = (stored.latched_rtp, stored.latched_rtcp);
+        }
+        self.datapath.install(key, programs);
+        self.program_xdp(key, &mut legs);
+        let media_timeout = Duration::from_secs(
+            record
+                .spec
+                .media_timeout_secs
+                .unwrap_or(self.config.media.timeout_secs),
+        );
+        state.sessions.insert(
+            record.id.clone(),
+            SessionRecord {
+                key,
+                spec: record.spec.clone(),
+                created_unix_ms: record.created_unix_ms,
+                media_timeout,
+                legs,
+            },
+        );
+        info!(session = record.id, "session restored");
+        Ok(())
+    }
+
+    /// Binds a stored leg's exact ports again and seeds what it had learned.
+    fn readopt_leg(
+        &self,
+        state: &mut State,
+        spec: &LegSpec,
+        stored: &StoredLeg,
+        now: Instant,
+    ) -> Result<LegRecord, RelayError> {
+        let interface = self
+            .config
+            .interface(&spec.interface)
+            .filter(|i| i.address == stored.address && stored.id == spec.id)
+            .ok_or_else(|| RelayError::UnknownInterface {
+                leg: spec.id.clone(),
+                interface: spec.interface.clone(),
+            })?;
+        let ports = state
+            .ports
+            .get_mut(&spec.interface)
+            .expect("an allocator per configured interface");
+        if !ports.take(stored.rtp_port, now) {
+            return Err(RelayError::Bind {
+                address: SocketAddr::new(stored.address, stored.rtp_port),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "the port is outside the range or already allocated",
+                ),
+            });
+        }
+        let (rtp, rtcp) = match bind_pair(
+            interface.address,
+            stored.rtp_port,
+            spec.rtcp_mux,
+            self.config.datapath.socket_rcvbuf,
+        ) {
+            Ok(sockets) => sockets,
+            Err(e) => {
+                ports.put_back(stored.rtp_port);
+                return Err(e);
+            }
+        };
+        let stats = Arc::new(LegStats::default());
+        // Published at once, so the flows are planned (and re-adopted) with the learned peers;
+        // the worker publishes the same when it installs the leg.
+        if spec.latch == LatchMode::Learn {
+            let locked = |a: Option<SocketAddr>| a.map(|_| now);
+            let rtcp_peer = if spec.rtcp_mux {
+                stored.latched_rtp
+            } else {
+                stored.latched_rtcp
+            };
+            stats.set_latched(Latched {
+                rtp: stored.latched_rtp,
+                rtcp: rtcp_peer,
+                rtp_locks_at: locked(stored.latched_rtp),
+                rtcp_locks_at: locked(rtcp_peer),
+            });
+        }
+        Ok(LegRecord {
+            spec: spec.clone(),
+            address: interface.address,
+            rtp_port: stored.rtp_port,
+            rtp_socket: Arc::new(rtp),
+            rtcp_socket: rtcp.map(Arc::new),
+            stats,
+            crypto: Arc::new(LegCrypto::default()),
+            created: now,
+            timed_out: false,
+            xdp_seen: (0, None),
+            planned_latch: Latched::default(),
+        })
     }
 
     /// Pins eligible plain flows in XDP from now on (see [`crate::xdp_flows`]).
@@ -235,7 +462,7 @@ impl Relay {
         let now = Instant::now();
         let mut state = self.lock();
         let mut replanned = 0;
-        for session in state.sessions.values_mut() {
+        for (id, session) in &mut state.sessions {
             let due = session.legs.iter().any(|leg| {
                 let latched = leg.stats.latch_state();
                 latched != leg.planned_latch
@@ -246,6 +473,7 @@ impl Relay {
             });
             if due {
                 self.program_xdp(session.key, &mut session.legs);
+                self.persist(id, session);
                 replanned += 1;
             }
         }
@@ -368,6 +596,7 @@ impl Relay {
             legs,
         };
         let view = self.view(id, &record);
+        self.persist(id, &record);
         state.sessions.insert(id.to_owned(), record);
         if created {
             info!(session = id, "session created");
@@ -485,6 +714,7 @@ impl Relay {
                         rtcp_mux: s.rtcp_mux,
                     },
                     crypto: Arc::clone(&leg.crypto),
+                    learned: (None, None),
                 }
             })
             .collect()
@@ -546,6 +776,7 @@ impl Relay {
         let programs = self.programs(&session.spec, &session.legs);
         self.datapath.install(session.key, programs);
         self.program_xdp(session.key, &mut session.legs);
+        self.persist(id, session);
         Ok(self.view(id, session))
     }
 
@@ -558,6 +789,11 @@ impl Relay {
             .remove(id)
             .ok_or_else(|| RelayError::SessionNotFound { id: id.to_owned() })?;
         self.datapath.remove(session.key);
+        if let Some(store) = &self.store {
+            if let Err(e) = store.remove(id) {
+                warn!(session = id, %e, "cannot remove the persisted session");
+            }
+        }
         if let Some(flows) = &self.xdp_flows {
             flows
                 .lock()

@@ -5,17 +5,33 @@
 //! so relayd never reads an object from disk at run time. Attachment uses a BPF link where the
 //! kernel has one (closing relayd's file descriptors detaches it, even on a crash) and netlink
 //! otherwise; [`RelayXdp::detach_all`] and `Drop` detach explicitly.
+//!
+//! For a restart that does not interrupt media, [`RelayXdp::load_pinned`] pins the maps in a
+//! bpffs directory (or adopts the ones a previous relayd left there) and
+//! [`RelayXdp::attach_pinned`] pins each attachment's link (or atomically replaces the program
+//! of a link found pinned, with `bpf_link_update`). The kernel keeps a pinned link attached and
+//! its maps alive when relayd exits, so flows pinned in XDP keep forwarding meanwhile.
+//! [`RelayXdp::keep_on_drop`] leaves them so on exit; [`RelayXdp::detach_all`] and
+//! [`RelayXdp::unpin_maps`] remove everything.
 
-use std::{fmt, io};
+use std::{
+    fmt, io,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{xdp::XdpMapError, DevMapHash, HashMap, MapData, MapError, PerCpuArray, XskMap},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
-    Ebpf, EbpfError,
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        ProgramError, TestRun, TestRunOptions, Xdp, XdpMode,
+    },
+    Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
     Counter, FlowEntry, FlowKey, FlowStats, COUNTER_COUNT, COUNTER_MAP_NAME, DEVMAP_NAME,
-    FLOW_MAP_NAME, FLOW_STATS_MAP_NAME, XDP_PROGRAM_NAME, XSK_BASE_MAP_NAME, XSK_MAP_NAME,
+    FLOW_MAP_NAME, FLOW_STATS_MAP_NAME, PINNED_MAP_NAMES, XDP_PROGRAM_NAME, XSK_BASE_MAP_NAME,
+    XSK_MAP_NAME,
 };
 use tracing::{info, warn};
 
@@ -181,6 +197,28 @@ pub enum XdpError {
         #[source]
         source: Box<ProgramError>,
     },
+    /// Pinning (or adopting a pinned) link or map failed.
+    #[error("pinning at {path}: {reason}")]
+    Pin {
+        /// The bpffs path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// How an attachment is held.
+#[derive(Debug)]
+enum AttachmentLink {
+    /// Owned by the program: detached when relayd exits.
+    Owned(aya::programs::xdp::XdpLinkId),
+    /// Pinned in bpffs: stays attached until the pin is removed.
+    Pinned {
+        /// Our handle (closing it alone does not detach).
+        link: FdLink,
+        /// The pin.
+        pin: PathBuf,
+    },
 }
 
 /// One attachment made by this loader.
@@ -188,7 +226,7 @@ pub enum XdpError {
 struct Attachment {
     interface: String,
     mode: AttachMode,
-    link: aya::programs::xdp::XdpLinkId,
+    link: AttachmentLink,
 }
 
 /// Outcome counters summed over all CPUs, indexed by [`Counter`].
@@ -245,6 +283,10 @@ pub struct RelayXdp {
     xsks: XskMap<MapData>,
     xsk_base: HashMap<MapData, u32, u32>,
     attachments: Vec<Attachment>,
+    /// Where the maps are pinned, if they are.
+    map_pins: Option<PathBuf>,
+    /// Leave pinned links and maps in place when dropped.
+    keep: bool,
 }
 
 impl fmt::Debug for RelayXdp {
@@ -259,9 +301,32 @@ impl RelayXdp {
     /// Loads the embedded object, creates its maps and has the kernel verify the program.
     /// Nothing is attached yet.
     pub fn load() -> Result<Self, XdpError> {
-        let mut ebpf = Ebpf::load(RELAY_XDP_OBJECT).map_err(|source| XdpError::Object {
-            source: Box::new(source),
+        Self::load_from(None)
+    }
+
+    /// As [`RelayXdp::load`], with every map pinned in `dir` (a bpffs directory, created if
+    /// missing): maps already pinned there (by a previous relayd with the same map layout) are
+    /// adopted with their contents, the others are created and pinned.
+    pub fn load_pinned(dir: &Path) -> Result<Self, XdpError> {
+        std::fs::create_dir_all(dir).map_err(|e| XdpError::Pin {
+            path: dir.to_owned(),
+            reason: format!("cannot create the directory: {e}"),
         })?;
+        Self::load_from(Some(dir))
+    }
+
+    fn load_from(pins: Option<&Path>) -> Result<Self, XdpError> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pins {
+            for name in PINNED_MAP_NAMES {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader
+            .load(RELAY_XDP_OBJECT)
+            .map_err(|source| XdpError::Object {
+                source: Box::new(source),
+            })?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM_NAME)
             .ok_or(XdpError::Missing {
@@ -320,7 +385,54 @@ impl RelayXdp {
             xsks,
             xsk_base,
             attachments: Vec::new(),
+            map_pins: pins.map(Path::to_owned),
+            keep: false,
         })
+    }
+
+    /// Whether the maps are pinned.
+    pub fn pinned(&self) -> bool {
+        self.map_pins.is_some()
+    }
+
+    /// On drop, leave pinned links attached and pinned maps in place (a restart follows).
+    pub fn keep_on_drop(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
+    /// Removes the map pins (the maps live on while a program or relayd uses them).
+    pub fn unpin_maps(&mut self) -> Result<(), XdpError> {
+        let Some(dir) = self.map_pins.take() else {
+            return Ok(());
+        };
+        for name in PINNED_MAP_NAMES {
+            let path = dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(XdpError::Pin {
+                        path,
+                        reason: format!("cannot remove: {e}"),
+                    })
+                }
+            }
+        }
+        // Empty directories go too (a non-empty one is someone else's: left alone).
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    /// Every programmed flow (to adopt the flows a previous relayd left in pinned maps).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>, XdpError> {
+        self.flows
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| XdpError::Map {
+                map: FLOW_MAP_NAME,
+                operation: "iterate",
+                source,
+            })
     }
 
     fn program_mut(&mut self) -> Result<&mut Xdp, XdpError> {
@@ -386,9 +498,92 @@ impl RelayXdp {
         self.attachments.push(Attachment {
             interface: interface.to_owned(),
             mode,
-            link,
+            link: AttachmentLink::Owned(link),
         });
         Ok(())
+    }
+
+    /// Attaches to `interface` through a link pinned at `pin`: a link found there (left by a
+    /// previous relayd) gets this program atomically (`bpf_link_update`, no packet sees no
+    /// program); otherwise the program is attached and its link pinned. Returns whether a
+    /// pinned link was adopted.
+    pub fn attach_pinned(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+        pin: &Path,
+    ) -> Result<bool, XdpError> {
+        if self.attachments.iter().any(|a| a.interface == interface) {
+            return Err(XdpError::AlreadyAttached {
+                interface: interface.to_owned(),
+            });
+        }
+        let pin_error = |reason: String| XdpError::Pin {
+            path: pin.to_owned(),
+            reason,
+        };
+        if pin.exists() {
+            match self.adopt_link(pin) {
+                Ok(link) => {
+                    info!(interface, pin = %pin.display(), "XDP program replaced on the pinned link");
+                    self.attachments.push(Attachment {
+                        interface: interface.to_owned(),
+                        mode,
+                        link: AttachmentLink::Pinned {
+                            link,
+                            pin: pin.to_owned(),
+                        },
+                    });
+                    return Ok(true);
+                }
+                Err(e) => {
+                    // A link whose interface went away (or of another type): start afresh.
+                    warn!(interface, %e, "the pinned XDP link cannot be adopted; replacing it");
+                    std::fs::remove_file(pin)
+                        .map_err(|e| pin_error(format!("cannot remove the stale pin: {e}")))?;
+                }
+            }
+        }
+        self.attach(interface, mode)?;
+        let attachment = self.attachments.pop().expect("just attached");
+        let AttachmentLink::Owned(id) = attachment.link else {
+            unreachable!("attach makes owned links");
+        };
+        let link = self
+            .program_mut()?
+            .take_link(id)
+            .map_err(|source| XdpError::Attach {
+                interface: interface.to_owned(),
+                mode,
+                hint: "",
+                source: Box::new(source),
+            })?;
+        let link = FdLink::try_from(link).map_err(|e| {
+            pin_error(format!(
+                "the attachment has no BPF link to pin (kernel 5.9+ needed): {e}"
+            ))
+        })?;
+        let pinned = link
+            .pin(pin)
+            .map_err(|e| pin_error(format!("cannot pin the link: {e}")))?;
+        self.attachments.push(Attachment {
+            interface: interface.to_owned(),
+            mode,
+            link: AttachmentLink::Pinned {
+                link: pinned.into(),
+                pin: pin.to_owned(),
+            },
+        });
+        Ok(false)
+    }
+
+    fn adopt_link(&mut self, pin: &Path) -> Result<FdLink, String> {
+        let pinned = PinnedLink::from_pin(pin).map_err(|e| e.to_string())?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+        let program = self.program_mut().map_err(|e| e.to_string())?;
+        let id = program.attach_to_link(link).map_err(|e| e.to_string())?;
+        let link = program.take_link(id).map_err(|e| e.to_string())?;
+        FdLink::try_from(link).map_err(|e| e.to_string())
     }
 
     /// The interfaces the program is attached to, with their modes.
@@ -398,11 +593,28 @@ impl RelayXdp {
             .map(|a| (a.interface.as_str(), a.mode))
     }
 
-    /// Detaches from every interface. Every interface is tried; the first error is returned.
+    /// Detaches from every interface (pinned links too: their pins are removed). Every
+    /// interface is tried; the first error is returned.
     pub fn detach_all(&mut self) -> Result<(), XdpError> {
         let mut first_error = None;
         while let Some(attachment) = self.attachments.pop() {
-            let result = self.program_mut()?.detach(attachment.link);
+            let result = match attachment.link {
+                AttachmentLink::Owned(id) => self.program_mut()?.detach(id),
+                AttachmentLink::Pinned { link, pin } => {
+                    if let Err(e) = std::fs::remove_file(&pin) {
+                        if e.kind() != io::ErrorKind::NotFound {
+                            warn!(pin = %pin.display(), %e, "cannot remove the XDP link pin");
+                        }
+                    }
+                    if let Some(dir) = pin.parent() {
+                        // The last link's directory, once empty.
+                        let _ = std::fs::remove_dir(dir);
+                    }
+                    // The pin gone, closing the last descriptor detaches.
+                    drop(link);
+                    Ok(())
+                }
+            };
             match result {
                 Ok(()) => info!(interface = attachment.interface, "XDP program detached"),
                 Err(source) => {
@@ -621,6 +833,22 @@ impl RelayXdp {
 
 impl Drop for RelayXdp {
     fn drop(&mut self) {
+        if self.keep {
+            // Pinned links stay attached and pinned maps stay; owned links detach anyway.
+            let pinned = self
+                .attachments
+                .iter()
+                .filter(|a| matches!(a.link, AttachmentLink::Pinned { .. }))
+                .count();
+            self.attachments
+                .retain(|a| matches!(a.link, AttachmentLink::Owned(_)));
+            if pinned > 0 {
+                info!(
+                    interfaces = pinned,
+                    "XDP program left attached for the next relayd"
+                );
+            }
+        }
         if let Err(error) = self.detach_all() {
             warn!(%error, "XDP detach on shutdown failed");
         }

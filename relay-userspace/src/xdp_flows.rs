@@ -183,6 +183,8 @@ pub struct XdpFlows {
     by_session: HashMap<u64, Vec<Installed>>,
     free_ids: Vec<u32>,
     next_id: u32,
+    /// Flows a previous relayd left in the pinned map, not yet claimed by a restored session.
+    adoptable: HashMap<FlowKey, FlowEntry>,
 }
 
 impl std::fmt::Debug for XdpFlows {
@@ -220,7 +222,51 @@ impl XdpFlows {
             by_session: HashMap::new(),
             free_ids: Vec::new(),
             next_id: 0,
+            adoptable: HashMap::new(),
         }
+    }
+
+    /// Takes stock of the flows a previous relayd left in the (pinned) flow map: restored
+    /// sessions that plan the same flow keep it as it is (same id, counters running, never
+    /// removed meanwhile). Call before restoring sessions; returns the flows found.
+    pub fn adopt_existing(&mut self) -> usize {
+        let found = match self
+            .xdp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flows()
+        {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(%e, "cannot read the pinned flow map; its flows will be replaced");
+                Vec::new()
+            }
+        };
+        self.adoptable = found.into_iter().collect();
+        let ids: std::collections::HashSet<u32> =
+            self.adoptable.values().map(|e| e.flow_id).collect();
+        if let Some(&max) = ids.iter().max() {
+            self.next_id = (max + 1).min(FLOW_MAP_CAPACITY);
+            self.free_ids = (0..self.next_id)
+                .rev()
+                .filter(|id| !ids.contains(id))
+                .collect();
+        }
+        self.adoptable.len()
+    }
+
+    /// Removes the flows found by [`XdpFlows::adopt_existing`] that no restored session
+    /// claimed. Returns how many.
+    pub fn drop_unadopted(&mut self) -> usize {
+        let stale: Vec<(FlowKey, FlowEntry)> = self.adoptable.drain().collect();
+        let mut xdp = self.xdp.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, entry) in &stale {
+            if let Err(e) = xdp.remove_flow(key) {
+                warn!(%e, "cannot remove a stale XDP flow");
+            }
+            self.free_ids.push(entry.flow_id);
+        }
+        stale.len()
     }
 
     fn allocate_id(&mut self) -> Option<u32> {
@@ -297,11 +343,24 @@ impl XdpFlows {
                 result.push(previous);
                 continue;
             }
+            let adopted = if previous.is_none() {
+                self.adoptable
+                    .remove(&FlowKey::from_socket_addr(flow.local))
+            } else {
+                None
+            };
+            if let Some(old) = adopted.filter(|old| *old == Self::entry(flow, old.flow_id)) {
+                result.push(self.keep_adopted(flow, old.flow_id, legs));
+                continue;
+            }
             let id = if let Some(previous) = &previous {
                 // Same port, new content: fold what the old content counted into its legs and
                 // start the id's counters again.
                 Self::fold_counters(&xdp, previous);
                 previous.id
+            } else if let Some(old) = adopted {
+                // The previous relayd's flow on this port, with other content: reuse its id.
+                old.flow_id
             } else if let Some(id) = self.allocate_id() {
                 id
             } else {
@@ -346,6 +405,22 @@ impl XdpFlows {
         }
         if !result.is_empty() {
             self.by_session.insert(session, result);
+        }
+    }
+
+    /// A flow the previous relayd left exactly as planned: kept running untouched (its worker
+    /// side, if any, registered again).
+    fn keep_adopted(&self, flow: &PlannedFlow, id: u32, legs: &[LegShared]) -> Installed {
+        if let (Some(workers), true) = (&self.workers, flow.crypto) {
+            if let Some(worker_flow) = Self::crypto_flow(flow, legs) {
+                workers.insert_flow(id, &worker_flow);
+            }
+        }
+        Installed {
+            flow: *flow,
+            id,
+            source: Arc::clone(&legs[flow.leg].stats),
+            target: Arc::clone(&legs[flow.target].stats),
         }
     }
 

@@ -160,7 +160,7 @@ impl Topology {
         match kind {
             "xdp" => format!(
                 "kind = \"xdp\"\nworkers = 1\nxdp_workers = {workers}\nxdp_bind = \"copy\"\n\
-                 xdp_interfaces = [\"{}\", \"{}\"]",
+                 xdp_pin_dir = \"\"\nxdp_interfaces = [\"{}\", \"{}\"]",
                 self.r0, self.r1
             ),
             _ => "kind = \"socket\"\nworkers = 1".to_owned(),
@@ -169,7 +169,17 @@ impl Topology {
 
     /// Starts relayd in the relay namespace with `config` (TOML text).
     pub fn start_relayd(&self, api_port: u16, config: &str) -> RelaydProcess<'_> {
-        RelaydProcess::start(&self.relay, api_port, config)
+        RelaydProcess::start(&self.relay, api_port, config, &[])
+    }
+
+    /// As [`Topology::start_relayd`], with extra command-line arguments.
+    pub fn start_relayd_with(
+        &self,
+        api_port: u16,
+        config: &str,
+        args: &[&str],
+    ) -> RelaydProcess<'_> {
+        RelaydProcess::start(&self.relay, api_port, config, args)
     }
 }
 
@@ -195,7 +205,7 @@ impl<'a> RelaydProcess<'a> {
     ///
     /// # Panics
     /// When relayd exits or does not answer within 10 s (its stderr is in the message).
-    pub fn start(ns: &'a Netns, api_port: u16, config: &str) -> Self {
+    pub fn start(ns: &'a Netns, api_port: u16, config: &str, args: &[&str]) -> Self {
         let stem = format!("relayd-{}-{}", ns.name(), unique_tag());
         let config_path = std::env::temp_dir().join(format!("{stem}.toml"));
         let log_path = std::env::temp_dir().join(format!("{stem}.log"));
@@ -205,6 +215,7 @@ impl<'a> RelaydProcess<'a> {
             .command(workspace_bin("relayd").to_str().expect("UTF-8 path"))
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .env("RELAYD_TOKEN", TOKEN)
             .env("RELAYD_LOG", "info")
             .stdout(Stdio::null())

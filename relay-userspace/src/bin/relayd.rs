@@ -19,6 +19,7 @@ use relay_userspace::{
     config::{Config, DatapathKind},
     datapath::{sys, DatapathOptions, SocketDatapath},
     relay::Relay,
+    state::SessionStore,
     xdp::{AttachMode, RelayXdp},
     xdp_flows::XdpFlows,
 };
@@ -57,6 +58,10 @@ struct Cli {
     /// Pin AF_XDP workers to these CPUs (comma-separated).
     #[arg(long, value_delimiter = ',')]
     xdp_cpus: Option<Vec<usize>>,
+    /// On exit, detach XDP and remove its pinned maps and links (overrides
+    /// `datapath.xdp_keep_on_exit`): for taking the relay out of service.
+    #[arg(long)]
+    xdp_detach_on_exit: bool,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +116,9 @@ fn configuration(cli: &Cli) -> anyhow::Result<Config> {
             .datapath
             .xdp_interfaces
             .clone_from(&cli.xdp_interfaces);
+    }
+    if cli.xdp_detach_on_exit {
+        config.datapath.xdp_keep_on_exit = false;
     }
     if let Some(workers) = cli.xdp_workers {
         config.datapath.xdp_workers = workers;
@@ -186,19 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Ok(limit) => info!(limit, "open-file limit"),
         Err(e) => warn!(%e, "cannot raise the open-file limit"),
     }
-    let xdp = if config.datapath.xdp_interfaces.is_empty() {
-        None
-    } else {
-        let mut xdp = RelayXdp::load()?;
-        for interface in &config.datapath.xdp_interfaces {
-            // On error, dropping `xdp` detaches from the interfaces attached so far.
-            xdp.attach(interface, config.datapath.xdp_mode.into())?;
-            if config.datapath.kind == DatapathKind::Xdp {
-                prepare_forwarding(&mut xdp, interface)?;
-            }
-        }
-        Some(Arc::new(Mutex::new(xdp)))
-    };
+    let xdp = load_xdp(&config)?;
     let workers = if config.datapath.workers == 0 {
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     } else {
@@ -216,14 +212,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let xdp_mode = config.datapath.xdp_mode;
     let pin_flows = config.datapath.kind == DatapathKind::Xdp;
     let workers = start_workers(&config, xdp.as_ref())?;
+    let store = session_store(&config)?;
+    let keep_on_exit = config.datapath.xdp_keep_on_exit;
+    let pin_dir = config.datapath.xdp_pin_dir.clone();
     let mut relay = Relay::new(config, datapath);
+    if let Some(store) = store {
+        relay = relay.with_store(store);
+    }
     if let (true, Some(xdp)) = (pin_flows, &xdp) {
-        relay = relay.with_xdp_flows(XdpFlows::new(Arc::clone(xdp), workers.clone()));
+        let mut flows = XdpFlows::new(Arc::clone(xdp), workers.clone());
+        let found = flows.adopt_existing();
+        if found > 0 {
+            info!(flows = found, "XDP flows found pinned by a previous relayd");
+        }
+        relay = relay.with_xdp_flows(flows);
         if workers.is_some() {
             info!("flows with settled peers are pinned in XDP: plain ones forwarded there, SRTP ones through AF_XDP workers");
         } else {
             info!("plain flows with settled peers are forwarded in XDP; SRTP flows stay on the socket datapath");
         }
+    }
+    relay.restore();
+    let stale = relay.drop_unadopted_flows();
+    if stale > 0 {
+        info!(
+            flows = stale,
+            "stale XDP flows of sessions that were not restored removed"
+        );
     }
     let relay = Arc::new(relay);
     let state = ApiState::new(Arc::clone(&relay), token, xdp.clone()).with_workers(workers.clone());
@@ -263,12 +278,149 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     drop(relay);
     drop(workers);
     if let Some(xdp) = xdp {
-        xdp.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .detach_all()?;
+        release_xdp(
+            &mut xdp.lock().unwrap_or_else(PoisonError::into_inner),
+            keep_on_exit,
+            &pin_dir,
+        )?;
     }
     info!("relayd stopped");
     Ok(())
+}
+
+/// The session store of `[state] dir`, if one is configured.
+fn session_store(config: &Config) -> anyhow::Result<Option<SessionStore>> {
+    if config.state.dir.as_os_str().is_empty() {
+        if config.datapath.kind == DatapathKind::Xdp && config.datapath.xdp_keep_on_exit {
+            warn!("no [state] dir: a restarted relayd cannot re-adopt the flows XDP carries");
+        }
+        return Ok(None);
+    }
+    let store = SessionStore::open(&config.state.dir).with_context(|| {
+        format!(
+            "cannot open the state directory {}",
+            config.state.dir.display()
+        )
+    })?;
+    Ok(Some(store))
+}
+
+/// On exit: leaves a pinned program and its flows for the next relayd, or detaches and
+/// unpins everything.
+fn release_xdp(
+    xdp: &mut RelayXdp,
+    keep_on_exit: bool,
+    pin_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    if xdp.pinned() && keep_on_exit {
+        // Dropping it leaves the pinned links attached and the maps pinned.
+        info!("XDP stays attached with its flows until the next relayd adopts them");
+        return Ok(());
+    }
+    xdp.detach_all()?;
+    if xdp.pinned() {
+        xdp.unpin_maps()?;
+        // The now empty version directory and pin directory (never anything else).
+        let version = pin_dir.join(format!("v{}", relay_common::MAP_ABI_VERSION));
+        let _ = std::fs::remove_dir(&version);
+        let _ = std::fs::remove_dir(pin_dir);
+    }
+    Ok(())
+}
+
+/// Loads and attaches the XDP program on the configured interfaces. With the xdp datapath and
+/// a pin directory, maps and links are pinned under `<pin dir>/v<map ABI>/` (adopting those a
+/// previous relayd left), so the program and its flows outlive this process.
+fn load_xdp(config: &Config) -> anyhow::Result<Option<Arc<Mutex<RelayXdp>>>> {
+    let datapath = &config.datapath;
+    if datapath.xdp_interfaces.is_empty() {
+        return Ok(None);
+    }
+    let pins = (datapath.kind == DatapathKind::Xdp && !datapath.xdp_pin_dir.as_os_str().is_empty())
+        .then(|| {
+            datapath
+                .xdp_pin_dir
+                .join(format!("v{}", relay_common::MAP_ABI_VERSION))
+        });
+    let mut xdp = match &pins {
+        Some(dir) => {
+            ensure_bpffs(dir)?;
+            RelayXdp::load_pinned(&dir.join("maps"))?
+        }
+        None => RelayXdp::load()?,
+    };
+    // From here a failed start leaves pinned links and maps as they were: a previous relayd's
+    // flows keep forwarding.
+    xdp.keep_on_drop(pins.is_some() && datapath.xdp_keep_on_exit);
+    for interface in &datapath.xdp_interfaces {
+        match &pins {
+            Some(dir) => {
+                let links = dir.join("links");
+                std::fs::create_dir_all(&links)
+                    .with_context(|| format!("cannot create {}", links.display()))?;
+                let adopted =
+                    xdp.attach_pinned(interface, datapath.xdp_mode.into(), &links.join(interface))?;
+                if adopted {
+                    info!(interface, "XDP link of a previous relayd adopted");
+                }
+            }
+            None => xdp.attach(interface, datapath.xdp_mode.into())?,
+        }
+        if datapath.kind == DatapathKind::Xdp {
+            prepare_forwarding(&mut xdp, interface)?;
+        }
+    }
+    Ok(Some(Arc::new(Mutex::new(xdp))))
+}
+
+/// Makes sure `dir` can hold BPF pins: on a bpffs, mounting one on /sys/fs/bpf when the
+/// directory is under it and nothing is mounted there.
+fn ensure_bpffs(dir: &std::path::Path) -> anyhow::Result<()> {
+    const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
+    let on_bpffs = |path: &std::path::Path| {
+        let mut probe = path;
+        while !probe.exists() {
+            match probe.parent() {
+                Some(parent) => probe = parent,
+                None => return false,
+            }
+        }
+        let Ok(c) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: all-zero is a valid statfs; the kernel fills it for a NUL-terminated path.
+        let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut stat) };
+        rc == 0 && stat.f_type == BPF_FS_MAGIC
+    };
+    if on_bpffs(dir) {
+        return Ok(());
+    }
+    let root = std::path::Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && root.is_dir() {
+        // SAFETY: mount(2) with valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                c"/sys/fs/bpf".as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                c"mode=0700".as_ptr().cast(),
+            )
+        };
+        if rc == 0 {
+            info!("mounted bpffs on /sys/fs/bpf");
+        }
+        if on_bpffs(dir) {
+            return Ok(());
+        }
+    }
+    anyhow::bail!(
+        "datapath.xdp_pin_dir {} is not on a bpffs (mount one: `mount -t bpf bpf /sys/fs/bpf`), \
+         or set xdp_pin_dir = \"\" to run without pinning",
+        dir.display()
+    )
 }
 
 /// The AF_XDP workers, with the xdp datapath and `xdp_workers > 0`.

@@ -52,6 +52,17 @@ impl Latch {
         self.mode == other.mode && self.signalled == other.signalled
     }
 
+    /// A learning latch that already learned `learned` and is locked (its window closed at
+    /// `now`): how a restarted relayd resumes what its predecessor learned.
+    #[must_use]
+    pub fn seeded(mut self, learned: Option<SocketAddr>, now: Instant) -> Self {
+        if let (LatchMode::Learn, Some(address)) = (self.mode, learned) {
+            self.learned = Some(address);
+            self.first_at = Some(now.checked_sub(self.window).unwrap_or(now));
+        }
+        self
+    }
+
     /// Takes the learned state of `old`, keeping this latch's strictness and window.
     #[must_use]
     pub fn carrying(mut self, old: &Self) -> Self {
@@ -149,6 +160,28 @@ mod tests {
         assert!(latch.admits(addr(6001), later));
         assert!(!latch.accept(addr(6002), later));
         assert_eq!(latch.destination(), Some(addr(6001)));
+    }
+
+    #[test]
+    fn a_seeded_latch_is_locked_on_its_address() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        let latch = Latch::new(LatchMode::Learn, true, window, None).seeded(Some(addr(9)), t0);
+        assert_eq!(latch.destination(), Some(addr(9)));
+        assert!(
+            !latch.admits(addr(8), t0),
+            "locked: strangers are refused at once"
+        );
+        assert!(latch
+            .locks_at()
+            .is_some_and(|at| at <= t0 + Duration::from_millis(1)));
+        let fixed =
+            Latch::new(LatchMode::Fixed, true, window, Some(addr(7))).seeded(Some(addr(9)), t0);
+        assert_eq!(
+            fixed.destination(),
+            Some(addr(7)),
+            "a fixed latch ignores seeds"
+        );
     }
 
     #[test]

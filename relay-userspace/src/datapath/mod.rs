@@ -133,6 +133,9 @@ pub struct LegProgram {
     pub settings: LegSettings,
     /// SRTP contexts, shared with the control plane.
     pub crypto: Arc<LegCrypto>,
+    /// Peers (RTP, RTCP) a learning leg starts out latched and locked onto, when the leg is
+    /// new to the worker (a restarted relayd resuming what it had learned).
+    pub learned: (Option<SocketAddr>, Option<SocketAddr>),
 }
 
 enum Command {

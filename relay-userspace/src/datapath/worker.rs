@@ -256,8 +256,8 @@ impl Worker {
             settings.latch_window,
             settings.remote_rtcp,
         );
-        let (rtp_latch, rtcp_latch) = match previous {
-            Some(old) => (
+        let (rtp_latch, rtcp_latch) = if let Some(old) = previous {
+            (
                 if rtp_latch.same_settings(&old.rtp_latch) {
                     rtp_latch.carrying(&old.rtp_latch)
                 } else {
@@ -268,8 +268,11 @@ impl Worker {
                 } else {
                     rtcp_latch
                 },
-            ),
-            None => (rtp_latch, rtcp_latch),
+            )
+        } else {
+            let now = Instant::now();
+            let (rtp, rtcp) = program.learned;
+            (rtp_latch.seeded(rtp, now), rtcp_latch.seeded(rtcp, now))
         };
         let leg = LegRt {
             id: program.id,

@@ -469,3 +469,58 @@ fn rtp_bleed_is_refused_with_the_xdp_datapath() {
         rtp_bleed_on_a_learning_srtp_leg("xdp");
     }
 }
+
+/// With relayd's xdp datapath running and a session pinned, traffic that is not a programmed
+/// flow reaches the relay's stack untouched: ping, TCP, and SIP over UDP on 5060.
+#[test]
+fn unknown_traffic_is_untouched_by_the_xdp_datapath() {
+    if !require_root("unknown_traffic_is_untouched_by_the_xdp_datapath") {
+        return;
+    }
+    let bed = Topology::new(2);
+    let relayd = bed.start_relayd(
+        API_PORT,
+        &bed.relayd_config(API_PORT, &bed.datapath("xdp", 2)),
+    );
+    let (status, view) = relayd.call(
+        "PUT",
+        "/v1/sessions/busy",
+        Some(&json!({ "legs": [
+            { "id": "a", "interface": "caller", "latch": "fixed", "forward_to": "b",
+              "remote": { "address": CALLER, "rtp_port": 40_000 } },
+            { "id": "b", "interface": "callee", "latch": "fixed", "forward_to": "a",
+              "remote": { "address": CALLEE, "rtp_port": 50_000 } }
+        ]})),
+    );
+    assert_eq!(status, 201, "{view}");
+    tests::netns::run_ok(bed.caller.command("ping").args([
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        RELAY_CALLER_SIDE,
+    ]));
+    let sip = bind(&bed.relay, RELAY_CALLER_SIDE, 5060);
+    let tcp = bed
+        .relay
+        .run(|| std::net::TcpListener::bind((RELAY_CALLER_SIDE, 5061)).unwrap());
+    let options = b"OPTIONS sip:relay@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let caller = bind(&bed.caller, CALLER, 5060);
+    caller.send_to(options, caller_side(5060)).unwrap();
+    let got = receive(&sip, 1);
+    assert_eq!(got.len(), 1, "SIP on 5060 reaches the relay's stack");
+    assert_eq!(got[0].0, options.to_vec());
+    let mut stream = bed
+        .caller
+        .run(|| std::net::TcpStream::connect((RELAY_CALLER_SIDE, 5061)).unwrap());
+    let (mut accepted, _) = tcp.accept().unwrap();
+    std::io::Write::write_all(&mut stream, b"hello over TCP").unwrap();
+    let mut buf = [0u8; 14];
+    std::io::Read::read_exact(&mut accepted, &mut buf).unwrap();
+    assert_eq!(&buf, b"hello over TCP");
+    assert!(relayd.metric("relayd_xdp_packets_total{outcome=\"pass_not_udp\"}") >= 3);
+    assert!(relayd.metric("relayd_xdp_packets_total{outcome=\"pass_no_flow\"}") >= 1);
+    assert!(relayd.stop().success());
+}

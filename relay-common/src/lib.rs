@@ -40,6 +40,19 @@ pub const PINNED_MAP_NAMES: [&str; 6] = [
 /// Name of the XDP program inside the object file.
 pub const XDP_PROGRAM_NAME: &str = "relay_xdp";
 
+/// Benchmark helper programs in the same object (`cargo xtask bench xdp`; never attached by
+/// relayd). Each counts what it handles in slot 0 of [`BENCH_COUNTER_MAP_NAME`].
+///
+/// `XDP_DROP`s everything: the ceiling of an interface.
+pub const BENCH_DROP_PROGRAM_NAME: &str = "relay_bench_drop";
+/// Redirects IPv4/UDP to the AF_XDP socket of its receive queue (slot as for crypto flows),
+/// passes the rest: a load generator's receiver.
+pub const BENCH_TO_XSK_PROGRAM_NAME: &str = "relay_bench_to_xsk";
+/// `XDP_TX`s everything: run with `BPF_PROG_RUN` live frames, an in-kernel packet generator.
+pub const BENCH_TX_PROGRAM_NAME: &str = "relay_bench_tx";
+/// Per-CPU `u64` array (one slot) the benchmark programs count in.
+pub const BENCH_COUNTER_MAP_NAME: &str = "RELAY_BENCH_COUNTER";
+
 /// Receive queues per interface that can have an AF_XDP socket.
 pub const XSK_QUEUES_PER_INTERFACE: u32 = 64;
 /// Interfaces that can have AF_XDP sockets.

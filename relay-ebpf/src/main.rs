@@ -104,6 +104,59 @@ pub fn relay_xdp(ctx: XdpContext) -> u32 {
     verdict.action
 }
 
+/// Counter of the benchmark programs (slot 0).
+#[map(name = "RELAY_BENCH_COUNTER")]
+static RELAY_BENCH_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn bench_count() {
+    if let Some(slot) = RELAY_BENCH_COUNTER.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Benchmark: drops everything (an interface's XDP ceiling). Never attached by relayd.
+#[xdp]
+pub fn relay_bench_drop(_ctx: XdpContext) -> u32 {
+    bench_count();
+    xdp_action::XDP_DROP
+}
+
+/// Benchmark: bounces everything out of the ingress device; run with `BPF_PROG_RUN` live
+/// frames it is an in-kernel packet generator. Never attached by relayd.
+#[xdp]
+pub fn relay_bench_tx(_ctx: XdpContext) -> u32 {
+    bench_count();
+    xdp_action::XDP_TX
+}
+
+/// Benchmark: IPv4/UDP goes to the AF_XDP socket of its receive queue (a load generator's
+/// receiver), everything else (ARP above all) to the stack. Never attached by relayd.
+#[xdp]
+pub fn relay_bench_to_xsk(ctx: XdpContext) -> u32 {
+    let is_udp4 = be16_at(&ctx, 12) == Some(ETH_P_IPV4)
+        && bytes_at::<1>(&ctx, ETH_HEADER_LEN + 9) == Some([IPPROTO_UDP]);
+    if !is_udp4 {
+        return xdp_action::XDP_PASS;
+    }
+    let ingress = ctx.ingress_ifindex() as u32;
+    // SAFETY: a plain u32, copied out at once.
+    let Some(base) = (unsafe { RELAY_XSK_BASE.get(&ingress) }).copied() else {
+        return xdp_action::XDP_PASS;
+    };
+    let Some(slot) = xsk_slot(base, ctx.rx_queue_index()) else {
+        return xdp_action::XDP_PASS;
+    };
+    match RELAY_XSKS.redirect(slot, u64::from(xdp_action::XDP_PASS)) {
+        Ok(action) => {
+            bench_count();
+            action
+        }
+        Err(action) => action,
+    }
+}
+
 /// Returns `len` bytes at `offset` from the start of the frame, or `None` when the frame is
 /// shorter. This is the bounds check the verifier needs before every access.
 #[inline(always)]

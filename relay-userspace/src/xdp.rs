@@ -29,9 +29,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use relay_common::{
-    Counter, FlowEntry, FlowKey, FlowStats, COUNTER_COUNT, COUNTER_MAP_NAME, DEVMAP_NAME,
-    FLOW_MAP_NAME, FLOW_STATS_MAP_NAME, PINNED_MAP_NAMES, XDP_PROGRAM_NAME, XSK_BASE_MAP_NAME,
-    XSK_MAP_NAME,
+    Counter, FlowEntry, FlowKey, FlowStats, BENCH_COUNTER_MAP_NAME, COUNTER_COUNT,
+    COUNTER_MAP_NAME, DEVMAP_NAME, FLOW_MAP_NAME, FLOW_STATS_MAP_NAME, PINNED_MAP_NAMES,
+    XDP_PROGRAM_NAME, XSK_BASE_MAP_NAME, XSK_MAP_NAME,
 };
 use tracing::{info, warn};
 
@@ -283,6 +283,8 @@ pub struct RelayXdp {
     xsks: XskMap<MapData>,
     xsk_base: HashMap<MapData, u32, u32>,
     attachments: Vec<Attachment>,
+    /// The program this instance loaded (relayd's, or a benchmark helper).
+    program_name: &'static str,
     /// Where the maps are pinned, if they are.
     map_pins: Option<PathBuf>,
     /// Leave pinned links and maps in place when dropped.
@@ -301,7 +303,65 @@ impl RelayXdp {
     /// Loads the embedded object, creates its maps and has the kernel verify the program.
     /// Nothing is attached yet.
     pub fn load() -> Result<Self, XdpError> {
-        Self::load_from(None)
+        Self::load_from(None, XDP_PROGRAM_NAME)
+    }
+
+    /// Loads one of the benchmark helper programs of the object instead of relayd's
+    /// (`relay_common::BENCH_*_PROGRAM_NAME`); maps as for [`RelayXdp::load`].
+    pub fn load_bench(program: &'static str) -> Result<Self, XdpError> {
+        Self::load_from(None, program)
+    }
+
+    /// The benchmark programs' packet count, summed over CPUs.
+    pub fn bench_count(&self) -> Result<u64, XdpError> {
+        let map = self
+            .ebpf
+            .map(BENCH_COUNTER_MAP_NAME)
+            .ok_or(XdpError::Missing {
+                kind: "map",
+                name: BENCH_COUNTER_MAP_NAME,
+            })?;
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| XdpError::Map {
+                map: BENCH_COUNTER_MAP_NAME,
+                operation: "open",
+                source,
+            })?;
+        let values = array.get(&0, 0).map_err(|source| XdpError::Map {
+            map: BENCH_COUNTER_MAP_NAME,
+            operation: "read",
+            source,
+        })?;
+        Ok(values.iter().sum())
+    }
+
+    /// Runs the loaded program `repeat` times on `frame` as live frames received on
+    /// `ingress_ifindex` (`BPF_F_TEST_XDP_LIVE_FRAMES`: `XDP_TX` and redirects really
+    /// transmit), `batch` frames per kernel batch. With [`relay_common::BENCH_TX_PROGRAM_NAME`]
+    /// this generates `repeat` packets out of the interface in the kernel.
+    pub fn run_live_frames(
+        &self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+        batch: u32,
+    ) -> Result<(), XdpError> {
+        let frame_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        let mut context = [0u8; 24];
+        context[4..8].copy_from_slice(&frame_len.to_ne_bytes());
+        context[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        self.program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&context),
+                repeat,
+                attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(batch),
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| XdpError::TestRun {
+                source: Box::new(source),
+            })?;
+        Ok(())
     }
 
     /// As [`RelayXdp::load`], with every map pinned in `dir` (a bpffs directory, created if
@@ -312,10 +372,10 @@ impl RelayXdp {
             path: dir.to_owned(),
             reason: format!("cannot create the directory: {e}"),
         })?;
-        Self::load_from(Some(dir))
+        Self::load_from(Some(dir), XDP_PROGRAM_NAME)
     }
 
-    fn load_from(pins: Option<&Path>) -> Result<Self, XdpError> {
+    fn load_from(pins: Option<&Path>, program_name: &'static str) -> Result<Self, XdpError> {
         let mut loader = EbpfLoader::new();
         if let Some(dir) = pins {
             for name in PINNED_MAP_NAMES {
@@ -328,10 +388,10 @@ impl RelayXdp {
                 source: Box::new(source),
             })?;
         let program: &mut Xdp = ebpf
-            .program_mut(XDP_PROGRAM_NAME)
+            .program_mut(program_name)
             .ok_or(XdpError::Missing {
                 kind: "program",
-                name: XDP_PROGRAM_NAME,
+                name: program_name,
             })?
             .try_into()
             .map_err(|source| XdpError::Verify {
@@ -385,6 +445,7 @@ impl RelayXdp {
             xsks,
             xsk_base,
             attachments: Vec::new(),
+            program_name,
             map_pins: pins.map(Path::to_owned),
             keep: false,
         })
@@ -436,11 +497,12 @@ impl RelayXdp {
     }
 
     fn program_mut(&mut self) -> Result<&mut Xdp, XdpError> {
+        let name = self.program_name;
         self.ebpf
-            .program_mut(XDP_PROGRAM_NAME)
+            .program_mut(name)
             .ok_or(XdpError::Missing {
                 kind: "program",
-                name: XDP_PROGRAM_NAME,
+                name,
             })?
             .try_into()
             .map_err(|source| XdpError::Verify {
@@ -450,10 +512,10 @@ impl RelayXdp {
 
     fn program(&self) -> Result<&Xdp, XdpError> {
         self.ebpf
-            .program(XDP_PROGRAM_NAME)
+            .program(self.program_name)
             .ok_or(XdpError::Missing {
                 kind: "program",
-                name: XDP_PROGRAM_NAME,
+                name: self.program_name,
             })?
             .try_into()
             .map_err(|source| XdpError::Verify {

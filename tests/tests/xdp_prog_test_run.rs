@@ -356,3 +356,39 @@ fn removing_a_flow_returns_its_traffic_to_the_kernel() {
     assert_eq!(counters.get(Counter::FlowDrop), 1);
     assert_eq!(counters.get(Counter::PassNoFlow), 1);
 }
+
+/// The benchmark helper programs of the same object pass the verifier and do what
+/// `cargo xtask bench xdp` relies on: drop and count, bounce and count, and hand only IPv4/UDP
+/// to an AF_XDP socket (ARP and the rest go to the stack; without a socket, UDP passes too).
+#[test]
+fn benchmark_programs_drop_bounce_and_pick_udp_for_af_xdp() {
+    if !require_root("benchmark_programs_drop_bounce_and_pick_udp_for_af_xdp") {
+        return;
+    }
+    let udp_frame = hex(&format!("{ETH} 0800 {IPV4_UDP} {}", udp(NO_FLOW_PORT)));
+    let arp = hex(&format!(
+        "{ETH} 0806 0001 0800 0604 0001 020000000001 c6120001 000000000000 c6120002"
+    ));
+    let drop = RelayXdp::load_bench(relay_common::BENCH_DROP_PROGRAM_NAME).expect("verifier");
+    for _ in 0..3 {
+        assert_eq!(
+            drop.test_run(&udp_frame).unwrap().action,
+            Some(XdpAction::Drop)
+        );
+    }
+    assert_eq!(drop.bench_count().unwrap(), 3);
+    let bounce = RelayXdp::load_bench(relay_common::BENCH_TX_PROGRAM_NAME).expect("verifier");
+    assert_eq!(bounce.test_run(&arp).unwrap().action, Some(XdpAction::Tx));
+    assert_eq!(bounce.bench_count().unwrap(), 1);
+    let to_xsk = RelayXdp::load_bench(relay_common::BENCH_TO_XSK_PROGRAM_NAME).expect("verifier");
+    for frame in [&arp, &udp_frame] {
+        let outcome = to_xsk.test_run(frame).unwrap();
+        assert_eq!(outcome.action, Some(XdpAction::Pass));
+        assert_eq!(&outcome.frame_out, frame);
+    }
+    assert_eq!(
+        to_xsk.bench_count().unwrap(),
+        0,
+        "no socket: nothing redirected"
+    );
+}

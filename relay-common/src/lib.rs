@@ -52,6 +52,20 @@ pub const BENCH_TO_XSK_PROGRAM_NAME: &str = "relay_bench_to_xsk";
 pub const BENCH_TX_PROGRAM_NAME: &str = "relay_bench_tx";
 /// Per-CPU `u64` array (one slot) the benchmark programs count in.
 pub const BENCH_COUNTER_MAP_NAME: &str = "RELAY_BENCH_COUNTER";
+/// Array (one [`BenchTemplate`]) the in-kernel generator restores frames from.
+pub const BENCH_TEMPLATE_MAP_NAME: &str = "RELAY_BENCH_TEMPLATE";
+/// Bytes of a frame [`BenchTemplate`] restores (Ethernet, IPv4 and UDP headers, and more).
+pub const BENCH_TEMPLATE_LEN: usize = 64;
+
+/// The first bytes of the in-kernel generator's frame, written back before every send.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchTemplate {
+    /// Non-zero: restore.
+    pub enabled: u32,
+    /// The bytes.
+    pub bytes: [u8; BENCH_TEMPLATE_LEN],
+}
 
 /// Receive queues per interface that can have an AF_XDP socket.
 pub const XSK_QUEUES_PER_INTERFACE: u32 = 64;
@@ -466,6 +480,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowStats {}
     // SAFETY: #[repr(C)], three u32 then two [u8; 6]: 24 bytes, no padding.
     unsafe impl aya::Pod for super::XdpMeta {}
+    // SAFETY: #[repr(C)], a u32 then 64 bytes: 68 bytes, no padding (alignment 4).
+    unsafe impl aya::Pod for super::BenchTemplate {}
 }
 
 #[cfg(test)]

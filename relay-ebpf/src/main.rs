@@ -31,7 +31,7 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use relay_common::{
-    xsk_slot, Counter, FlowAction, FlowEntry, FlowKey, FlowStats, XdpMeta, COUNTER_COUNT,
+    xsk_slot, BenchTemplate, Counter, BENCH_TEMPLATE_LEN, FlowAction, FlowEntry, FlowKey, FlowStats, XdpMeta, COUNTER_COUNT,
     FLOW_MAP_CAPACITY, FLOW_PEER_KNOWN, FLOW_STRICT_SOURCE, XDP_META_MAGIC, XSK_INTERFACES,
     XSK_MAP_CAPACITY,
 };
@@ -123,10 +123,30 @@ pub fn relay_bench_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
-/// Benchmark: bounces everything out of the ingress device; run with `BPF_PROG_RUN` live
-/// frames it is an in-kernel packet generator. Never attached by relayd.
+/// Headers the generator writes into every frame before sending it: live frames are recycled
+/// without being re-initialised, and a relay downstream may have rewritten them.
+#[map(name = "RELAY_BENCH_TEMPLATE")]
+static RELAY_BENCH_TEMPLATE: aya_ebpf::maps::Array<BenchTemplate> =
+    aya_ebpf::maps::Array::with_max_entries(1, 0);
+
+/// Benchmark: bounces everything out of the ingress device, after writing the header template
+/// (when set) over its first bytes; run with `BPF_PROG_RUN` live frames it is an in-kernel
+/// packet generator. Never attached by relayd.
 #[xdp]
-pub fn relay_bench_tx(_ctx: XdpContext) -> u32 {
+pub fn relay_bench_tx(ctx: XdpContext) -> u32 {
+    if let Some(template) = RELAY_BENCH_TEMPLATE.get(0) {
+        let start = ctx.data();
+        if template.enabled != 0 && start + BENCH_TEMPLATE_LEN <= ctx.data_end() {
+            // SAFETY: the frame holds at least BENCH_TEMPLATE_LEN bytes, checked above.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    template.bytes.as_ptr(),
+                    start as *mut u8,
+                    BENCH_TEMPLATE_LEN,
+                );
+            }
+        }
+    }
     bench_count();
     xdp_action::XDP_TX
 }

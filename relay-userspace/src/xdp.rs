@@ -335,6 +335,35 @@ impl RelayXdp {
         Ok(values.iter().sum())
     }
 
+    /// Has the in-kernel generator ([`relay_common::BENCH_TX_PROGRAM_NAME`]) restore the first
+    /// [`relay_common::BENCH_TEMPLATE_LEN`] bytes of every frame from `frame` before sending.
+    pub fn set_bench_template(&mut self, frame: &[u8]) -> Result<(), XdpError> {
+        let mut template = relay_common::BenchTemplate {
+            enabled: 1,
+            bytes: [0; relay_common::BENCH_TEMPLATE_LEN],
+        };
+        let len = frame.len().min(relay_common::BENCH_TEMPLATE_LEN);
+        template.bytes[..len].copy_from_slice(&frame[..len]);
+        let map = self
+            .ebpf
+            .map_mut(relay_common::BENCH_TEMPLATE_MAP_NAME)
+            .ok_or(XdpError::Missing {
+                kind: "map",
+                name: relay_common::BENCH_TEMPLATE_MAP_NAME,
+            })?;
+        let mut array: aya::maps::Array<&mut MapData, relay_common::BenchTemplate> =
+            aya::maps::Array::try_from(map).map_err(|source| XdpError::Map {
+                map: relay_common::BENCH_TEMPLATE_MAP_NAME,
+                operation: "open",
+                source,
+            })?;
+        array.set(0, template, 0).map_err(|source| XdpError::Map {
+            map: relay_common::BENCH_TEMPLATE_MAP_NAME,
+            operation: "write",
+            source,
+        })
+    }
+
     /// Runs the loaded program `repeat` times on `frame` as live frames received on
     /// `ingress_ifindex` (`BPF_F_TEST_XDP_LIVE_FRAMES`: `XDP_TX` and redirects really
     /// transmit), `batch` frames per kernel batch. With [`relay_common::BENCH_TX_PROGRAM_NAME`]

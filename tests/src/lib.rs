@@ -22,6 +22,7 @@ pub mod netns;
 pub mod pylibsrtp;
 pub mod relayd;
 pub mod topology;
+pub mod xdpbench;
 
 use std::path::PathBuf;
 
@@ -70,11 +71,14 @@ pub fn hex(literal: &str) -> Vec<u8> {
 /// run `cargo build --bins`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<binary> for this crate's own
+    // binaries (the benchmarks).
+    let parent = exe.parent().expect("an executable lives in a directory");
+    let profile_dir = if parent.ends_with("deps") {
+        parent.parent().expect("deps lives in target/<profile>")
+    } else {
+        parent
+    };
     let path = profile_dir.join(name);
     assert!(
         path.is_file(),

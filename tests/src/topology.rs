@@ -64,6 +64,15 @@ impl Topology {
     /// # Panics
     /// When a command fails (not root, iproute2 or ethtool missing).
     pub fn new(queues: u32) -> Self {
+        Self::build(queues, true)
+    }
+
+    /// As [`Topology::new`]; without `peer_programs` the peers' ends get no XDP program (a
+    /// benchmark attaches its own).
+    ///
+    /// # Panics
+    /// As [`Topology::new`].
+    pub fn build(queues: u32, peer_programs: bool) -> Self {
         let (caller, relay, callee) = (
             Netns::create("caller"),
             Netns::create("relay"),
@@ -117,18 +126,22 @@ impl Topology {
         for target in [CALLER, CALLEE] {
             run_ok(relay.command("ping").args(["-c", "1", "-W", "2", target]));
         }
-        let peer_programs = vec![
-            caller.run(|| {
-                let mut x = RelayXdp::load().expect("load XDP in the caller namespace");
-                x.attach(&c0, AttachMode::Native).expect("attach to c0");
-                x
-            }),
-            callee.run(|| {
-                let mut x = RelayXdp::load().expect("load XDP in the callee namespace");
-                x.attach(&e1, AttachMode::Native).expect("attach to e1");
-                x
-            }),
-        ];
+        let peer_programs = if peer_programs {
+            vec![
+                caller.run(|| {
+                    let mut x = RelayXdp::load().expect("load XDP in the caller namespace");
+                    x.attach(&c0, AttachMode::Native).expect("attach to c0");
+                    x
+                }),
+                callee.run(|| {
+                    let mut x = RelayXdp::load().expect("load XDP in the callee namespace");
+                    x.attach(&e1, AttachMode::Native).expect("attach to e1");
+                    x
+                }),
+            ]
+        } else {
+            Vec::new()
+        };
         Self {
             caller,
             relay,
@@ -254,6 +267,11 @@ impl<'a> RelaydProcess<'a> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The process id (relayd itself: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// What relayd logged so far.

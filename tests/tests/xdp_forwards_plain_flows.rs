@@ -611,3 +611,64 @@ fn crypto_flows_without_an_af_xdp_socket_go_to_the_stack_untouched() {
         );
     });
 }
+
+/// The benchmark's in-kernel generator (`BPF_PROG_RUN` live frames of the bounce program) sends
+/// what its template says: live frames are recycled without being re-initialised, so the
+/// program writes the template's headers into every frame before it leaves.
+#[test]
+fn the_live_frames_generator_sends_its_template() {
+    if !require_root("the_live_frames_generator_sends_its_template") {
+        return;
+    }
+    let bed = bed();
+    bed.ns.run(|| {
+        // The receiving end drops what it gets on port 30000 and counts it.
+        let mut receiver = RelayXdp::load().expect("load");
+        receiver
+            .attach(
+                &bed_name(&bed, bed.fb),
+                relay_userspace::xdp::AttachMode::Native,
+            )
+            .unwrap();
+        let key = FlowKey::v4(RELAY_B, 30_000);
+        receiver
+            .insert_flow(key, FlowEntry::new(FlowAction::Drop, 1))
+            .unwrap();
+        let mut generator =
+            RelayXdp::load_bench(relay_common::BENCH_TX_PROGRAM_NAME).expect("verifier");
+        let to = |port: u16| {
+            frame(
+                FB_MAC,
+                FA_MAC,
+                (RELAY_A, 40_000),
+                (RELAY_B, port),
+                &[0x80; 172],
+                false,
+            )
+        };
+        // The frame handed to the kernel goes to port 39999; the template says 30000.
+        generator.set_bench_template(&to(30_000)).unwrap();
+        let before = receiver.counters().unwrap();
+        generator
+            .run_live_frames(&to(39_999), bed.fa, 10_000, 64)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let delta = receiver.counters().unwrap().since(&before);
+        assert_eq!(generator.bench_count().unwrap(), 10_000);
+        assert!(
+            delta.get(Counter::FlowDrop) > 0 && delta.get(Counter::PassNoFlow) == 0,
+            "every frame carries the template's port: {delta:?}"
+        );
+    });
+}
+
+fn bed_name(bed: &Bed, index: u32) -> String {
+    bed.ns.run(|| {
+        let mut name = [0u8; 16];
+        // SAFETY: a 16-byte buffer (IFNAMSIZ) for a valid index.
+        let p = unsafe { libc::if_indextoname(index, name.as_mut_ptr().cast()) };
+        assert!(!p.is_null(), "no interface {index}");
+        let end = name.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&name[..end]).into_owned()
+    })
+}

@@ -7,6 +7,11 @@
 //!   one core with the load generator on the other, on loopback: max clean packets/s (plain and
 //!   SRTP<->RTP), latency at that rate, and an overload step (2x the max for a while, then half)
 //!   counting the streams still alive afterwards.
+//! - `bench xdp`: every relay on the same caller/relay/callee veth topology (root), driven by
+//!   an AF_XDP generator: the `XDP_DROP` ceiling (also with the in-kernel live-frames generator),
+//!   a kernel UDP socket relay, relayd's socket datapath, XDP plain forwarding, AF_XDP
+//!   SRTP->RTP, sipwise rtpengine userspace; max clean rate, latency, CPU per packet; a table
+//!   and a PNG chart (matplotlib, installed into the venv on first use).
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +49,33 @@ enum BenchTarget {
     },
     /// relayd's socket datapath vs sipwise rtpengine userspace on loopback.
     Socket(SocketBench),
+    /// Every relay on the same veth topology: `XDP_DROP` ceiling, kernel UDP relay, relayd socket
+    /// and XDP / AF_XDP datapaths, sipwise rtpengine userspace (root).
+    Xdp(XdpBench),
+}
+
+/// Options of `bench xdp`.
+#[derive(Debug, Args)]
+struct XdpBench {
+    /// Calls (one stream each, caller -> callee).
+    #[arg(long, default_value_t = 200)]
+    streams: u32,
+    /// CPU for the relay under test (and its NAPI threads).
+    #[arg(long, default_value_t = 1)]
+    relay_cpu: usize,
+    /// CPU for the generator.
+    #[arg(long, default_value_t = 0)]
+    generator_cpu: usize,
+    /// Milliseconds per rate step.
+    #[arg(long, default_value_t = 2000)]
+    step_ms: u64,
+    /// Only these scenarios (repeat): `xdp_drop`, `kernel_udp_relay`, `socket_plain`,
+    /// `socket_srtp`, `xdp_forward`, `afxdp_srtp`, `rtpengine_plain`, `rtpengine_srtp`.
+    #[arg(long = "scenario")]
+    scenarios: Vec<String>,
+    /// Where the chart goes.
+    #[arg(long, default_value = "docs/xdp-bench.png")]
+    chart: PathBuf,
 }
 
 /// Options of `bench socket`.
@@ -80,6 +112,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     setup::run()?;
     match &args.target {
         BenchTarget::Socket(bench) => socket_bench(bench),
+        BenchTarget::Xdp(bench) => xdp_bench(bench),
         BenchTarget::Srtp {
             cpu,
             packets,
@@ -123,6 +156,146 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 )?;
             }
             Ok(())
+        }
+    }
+}
+
+/// matplotlib for the chart, installed into the project's venv on first use (PyPI).
+const MATPLOTLIB: &str = "matplotlib==3.9.2";
+
+fn xdp_bench(bench: &XdpBench) -> Result<()> {
+    let root = workspace_root();
+    run_step(
+        "build relayd and the benchmark (release)",
+        Command::new("cargo").current_dir(&root).args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "relay-userspace",
+            "--bin",
+            "relayd",
+            "-p",
+            "tests",
+            "--bin",
+            "relay-xdpbench",
+        ]),
+    )?;
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let json = out_dir.join("xdp.json");
+    let mut command = Command::new(root.join("target/release/relay-xdpbench"));
+    command.args([
+        "--streams",
+        &bench.streams.to_string(),
+        "--relay-cpu",
+        &bench.relay_cpu.to_string(),
+        "--generator-cpu",
+        &bench.generator_cpu.to_string(),
+        "--step-ms",
+        &bench.step_ms.to_string(),
+        "--json",
+    ]);
+    command.arg(&json);
+    for scenario in &bench.scenarios {
+        command.args(["--scenario", scenario]);
+    }
+    run_step("relay-xdpbench (veth topology, every relay)", &mut command)?;
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    print_xdp_table(&results);
+    let python = root.join(".venv/bin/python");
+    let has_matplotlib = Command::new(&python)
+        .args(["-c", "import matplotlib"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_matplotlib {
+        run_step(
+            "matplotlib for the chart (PyPI, into .venv)",
+            Command::new(root.join(".venv/bin/pip")).args(["install", "--quiet", MATPLOTLIB]),
+        )?;
+    }
+    let chart = root.join(&bench.chart);
+    run_step(
+        "chart",
+        Command::new(&python)
+            .arg(root.join("tests/py/plot_xdp_bench.py"))
+            .arg(&json)
+            .arg(&chart),
+    )?;
+    println!("results: {}\nchart:   {}", json.display(), chart.display());
+    Ok(())
+}
+
+fn print_xdp_table(results: &serde_json::Value) {
+    let empty = Vec::new();
+    let rows = results["results"].as_array().unwrap_or(&empty);
+    println!();
+    println!(
+        "{} streams, one direction, relay on CPU {}, generator on CPU {}, loss <= 0.1%",
+        results["streams"], results["relay_cpu"], results["generator_cpu"]
+    );
+    println!();
+    println!("| scenario | max clean pps | relay CPU busy at max | projected pps | p50 us | p99 us | CPU ns/packet (at pps) | live frames pps |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let get = |r: &serde_json::Value, key: &str| r[key].as_f64().unwrap_or(0.0);
+    for r in rows {
+        println!(
+            "| {} | {:.0}{} | {:.0} % | {:.0} | {:.0} | {:.0} | {:.0} ({}) | {} |",
+            r["scenario"].as_str().unwrap_or("?"),
+            get(r, "max_clean_pps"),
+            if r["generator_limited"].as_bool() == Some(true) {
+                " (generator-limited)"
+            } else {
+                ""
+            },
+            get(r, "relay_cpu_busy_at_max") * 100.0,
+            get(r, "projected_pps"),
+            get(r, "p50_us"),
+            get(r, "p99_us"),
+            get(r, "cpu_ns_per_packet"),
+            r["cpu_rate"],
+            r["live_frames_pps"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+        );
+    }
+    let find = |name: &str| rows.iter().find(|r| r["scenario"] == name);
+    let ratio = |a: &str, b: &str, key: &str| {
+        let (Some(a), Some(b)) = (find(a), find(b)) else {
+            return None;
+        };
+        let (x, y) = (get(a, key), get(b, key));
+        (y > 0.0).then(|| x / y)
+    };
+    for (label, a, b, key) in [
+        (
+            "XDP forward / XDP_DROP (max clean, same generator)",
+            "xdp_forward",
+            "xdp_drop",
+            "max_clean_pps",
+        ),
+        (
+            "XDP forward / XDP_DROP (projected)",
+            "xdp_forward",
+            "xdp_drop",
+            "projected_pps",
+        ),
+        (
+            "AF_XDP SRTP / rtpengine SRTP (max clean)",
+            "afxdp_srtp",
+            "rtpengine_srtp",
+            "max_clean_pps",
+        ),
+        (
+            "AF_XDP SRTP / relayd socket SRTP (max clean)",
+            "afxdp_srtp",
+            "socket_srtp",
+            "max_clean_pps",
+        ),
+    ] {
+        if let Some(r) = ratio(a, b, key) {
+            println!("{label}: {r:.2}x");
         }
     }
 }

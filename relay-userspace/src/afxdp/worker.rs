@@ -5,11 +5,12 @@ use std::{
     mem::size_of,
     os::fd::AsRawFd,
     sync::{atomic::Ordering::Relaxed, mpsc, Arc, MutexGuard},
+    time::Instant,
 };
 
 use relay_common::{XdpMeta, XDP_META_MAGIC};
 use srtp::{Batch, BatchPacket, Context};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
     frame::{self, Parsed},
@@ -21,8 +22,11 @@ use crate::datapath::{stats::DropReason, sys::EventFd, LegCrypto, LegStats};
 /// Bytes per UMEM frame: an MTU-1500 frame plus SRTP's tag and MKI fit after the kernel's
 /// 256-byte headroom.
 const FRAME_SIZE: u32 = 2048;
-/// Empty turns before the worker sleeps in poll(2).
-const IDLE_TURNS: u32 = 64;
+/// How long the worker keeps polling its rings after the last frame before it sleeps in
+/// poll(2): above a few thousand frames per second it never sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+/// Frames submitted to a TX ring before a kick is due even while more are being received.
+const KICK_BURST: u32 = 32;
 /// Longest sleep (commands also wake the worker through its eventfd).
 const POLL_TIMEOUT_MS: i32 = 100;
 
@@ -50,6 +54,8 @@ pub(super) struct Worker {
     pending: Vec<Pending>,
     /// Per socket: frames to transmit this batch (descriptor, flow, payload length).
     outgoing: Vec<Vec<(libc::xdp_desc, Arc<CryptoFlow>, usize)>>,
+    /// Per socket: frames submitted to its TX ring since its last kick.
+    unkicked: Vec<u32>,
     srtp: Batch,
     ring_size: u32,
     umem: Umem,
@@ -112,8 +118,10 @@ impl Worker {
             .iter()
             .map(|_| Vec::with_capacity(options.batch))
             .collect();
+        let unkicked = vec![0; sockets.len()];
         let mut worker = Self {
             outgoing,
+            unkicked,
             sockets,
             egress,
             free,
@@ -144,7 +152,7 @@ impl Worker {
         batch: usize,
     ) {
         let batch = u32::try_from(batch.max(1)).unwrap_or(64);
-        let mut idle = 0u32;
+        let mut last_work = Instant::now();
         let mut polls: Vec<libc::pollfd> = self
             .sockets
             .iter()
@@ -163,38 +171,61 @@ impl Worker {
             if !self.apply_commands(commands) {
                 return;
             }
-            let mut work = false;
+            let mut received_any = false;
             for s in 0..self.sockets.len() {
                 let received = self.sockets[s].rx.available(batch);
                 if received == 0 {
                     continue;
                 }
-                work = true;
+                received_any = true;
                 self.receive(s, received, stats);
                 self.process(stats);
             }
-            work |= self.complete();
+            // Transmit kicks are syscalls (which on veth also wake the receiving end): batch
+            // them while frames keep coming, flush as soon as the receive rings are empty.
+            self.kick(!received_any);
+            let completed = self.complete();
             self.refill();
-            if work {
-                idle = 0;
+            if received_any || completed {
+                last_work = Instant::now();
                 continue;
             }
-            idle += 1;
-            if idle >= IDLE_TURNS {
-                stats.sleeps.fetch_add(1, Relaxed);
-                // SAFETY: `polls` is a live array of pollfd of the length passed.
-                let rc = unsafe {
-                    libc::poll(
-                        polls.as_mut_ptr(),
-                        libc::nfds_t::try_from(polls.len()).unwrap_or(0),
-                        POLL_TIMEOUT_MS,
-                    )
-                };
-                if rc > 0 && polls.last().is_some_and(|p| p.revents != 0) {
-                    wake.drain();
-                }
-                idle = 0;
+            // Spin a while after the last frame (waking from poll costs more than a packet),
+            // then sleep until a socket or a command wakes the worker.
+            if last_work.elapsed() < SPIN {
+                std::hint::spin_loop();
+                continue;
             }
+            stats.sleeps.fetch_add(1, Relaxed);
+            // SAFETY: `polls` is a live array of pollfd of the length passed.
+            let rc = unsafe {
+                libc::poll(
+                    polls.as_mut_ptr(),
+                    libc::nfds_t::try_from(polls.len()).unwrap_or(0),
+                    POLL_TIMEOUT_MS,
+                )
+            };
+            if rc > 0 && polls.last().is_some_and(|p| p.revents != 0) {
+                wake.drain();
+            }
+            last_work = Instant::now();
+        }
+    }
+
+    /// Kicks the TX rings holding frames not yet kicked: all of them when `flush`, else those
+    /// with a full burst waiting.
+    fn kick(&mut self, flush: bool) {
+        for (socket, unkicked) in self.sockets.iter().zip(self.unkicked.iter_mut()) {
+            if *unkicked == 0 || (!flush && *unkicked < KICK_BURST) {
+                continue;
+            }
+            // Copy mode transmits only when kicked; zero-copy when the driver asks.
+            if socket.tx.needs_wakeup() || !socket.zero_copy() {
+                if let Err(e) = socket.kick_tx() {
+                    debug!(%e, ifindex = socket.ifindex(), "AF_XDP transmit kick failed");
+                }
+            }
+            *unkicked = 0;
         }
     }
 
@@ -249,12 +280,6 @@ impl Worker {
             if done > 0 {
                 socket.completion.release(done);
                 any = true;
-            }
-            // Copy mode transmits only when kicked; completions may wait for a kick too.
-            if socket.tx.needs_wakeup() && socket.tx.outstanding() > 0 {
-                if let Err(e) = socket.kick_tx() {
-                    debug!(%e, "AF_XDP transmit kick failed");
-                }
             }
         }
         any
@@ -500,12 +525,7 @@ impl Worker {
             if room > 0 {
                 socket.tx.submit(room);
                 stats.tx_frames.fetch_add(u64::from(room), Relaxed);
-                // Copy mode transmits only when kicked; zero-copy when the driver asks.
-                if socket.tx.needs_wakeup() || !socket.zero_copy() {
-                    if let Err(e) = socket.kick_tx() {
-                        warn!(%e, ifindex = socket.ifindex(), "AF_XDP transmit kick failed");
-                    }
-                }
+                self.unkicked[s] += room;
             }
         }
     }

@@ -56,6 +56,9 @@ pub struct Umem {
 // SAFETY: the mapping is plain memory owned by this value; frames are handed between the worker
 // thread that owns the UMEM and the kernel through the rings only.
 unsafe impl Send for Umem {}
+// SAFETY: shared access reads only the mapping's address and size; frame contents are reached
+// through the `unsafe` accessors, whose callers guarantee exclusive ownership of each frame.
+unsafe impl Sync for Umem {}
 
 impl Umem {
     /// Maps `frames` frames of `frame_size` bytes (a power of two, 2048..=4096).

@@ -402,8 +402,8 @@ fn build_media(
     })
 }
 
-/// The SRTP policy of an SDES attribute (its first key).
-fn policy(
+/// The SRTP policy of an SDES attribute (its keys, MKI length, and a replay window if given).
+pub fn policy(
     attribute: &CryptoAttribute,
     replay_window: Option<usize>,
 ) -> Result<Policy, LoadgenError> {

@@ -1,0 +1,538 @@
+//! relayd's HTTP control API, as the controller uses it.
+//!
+//! The wire types mirror relayd's `/v1` resources (relay-userspace `model.rs`, published as
+//! `/v1/openapi.json`): the JSON is the contract, so the controller does not link relayd's crate
+//! (which would pull the eBPF build and aya into the signalling binary). Requests carry the
+//! bearer token; every request has a deadline; problem-JSON errors come back as
+//! [`RelayError::Status`] with relayd's stable `code`.
+//!
+//! Transport: hyper's pooled HTTP/1.1 client (keep-alive connections to one relayd), because
+//! call setup rates of hundreds per second must not pay a TCP handshake per request.
+
+use std::{fmt, net::IpAddr, time::Duration};
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    body::Bytes,
+    header::{AUTHORIZATION, CONTENT_TYPE},
+    Method, Request, StatusCode,
+};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Deadline for one request to relayd.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest response body accepted from relayd.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// `PUT /v1/sessions/{id}` body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionSpec {
+    /// Two or more legs.
+    pub legs: Vec<LegSpec>,
+    /// Seconds of silence after which relayd reports a leg as timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_timeout_secs: Option<u64>,
+}
+
+/// One leg of a [`SessionSpec`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LegSpec {
+    /// Leg id, unique in the session.
+    pub id: String,
+    /// relayd interface name.
+    pub interface: String,
+    /// RTP and RTCP on one port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// The peer's media address when signalling says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Remote>,
+    /// How the peer is learned.
+    pub latch: LatchMode,
+    /// Drop packets from any other source once latched or fixed.
+    pub strict_source: bool,
+    /// Verify and decrypt what the peer sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_crypto: Option<CryptoSpec>,
+    /// Encrypt what is sent to the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_crypto: Option<CryptoSpec>,
+    /// The leg receiving this leg's media.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_to: Option<String>,
+}
+
+/// A peer's media transport addresses.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Remote {
+    /// Peer address.
+    pub address: IpAddr,
+    /// Peer RTP port.
+    pub rtp_port: u16,
+    /// Peer RTCP port (absent: RTP port + 1, or the RTP port with rtcp-mux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtcp_port: Option<u16>,
+}
+
+/// How relayd learns a leg's peer.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LatchMode {
+    /// Learn from the first accepted (authenticated on SRTP legs) packet, then lock.
+    #[default]
+    Learn,
+    /// Use the signalled remote only.
+    Fixed,
+}
+
+/// SRTP parameters for one direction of a leg. Debug never shows keys.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CryptoSpec {
+    /// SDES suite name.
+    pub suite: String,
+    /// Master keys.
+    pub keys: Vec<KeySpec>,
+    /// MKI length in bytes.
+    #[serde(default)]
+    pub mki_len: usize,
+}
+
+impl fmt::Debug for CryptoSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CryptoSpec")
+            .field("suite", &self.suite)
+            .field("keys", &self.keys.len())
+            .field("mki_len", &self.mki_len)
+            .finish()
+    }
+}
+
+impl CryptoSpec {
+    /// The relay's form of an SDES attribute: every key (key || salt, base64) with its MKI and
+    /// lifetime.
+    pub fn from_sdes(attribute: &srtp::sdes::CryptoAttribute) -> Result<Self, RelayError> {
+        let mki_len = attribute
+            .mki_len()
+            .map_err(|e| RelayError::Crypto(e.to_string()))?;
+        let keys = attribute
+            .keys
+            .iter()
+            .map(|key| KeySpec {
+                key: BASE64.encode(key.material.as_bytes()),
+                mki: key.mki.map(srtp::sdes::Mki::value),
+                lifetime: key.lifetime,
+            })
+            .collect();
+        Ok(Self {
+            suite: attribute.suite.sdes_name().to_owned(),
+            keys,
+            mki_len,
+        })
+    }
+}
+
+/// One master key.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeySpec {
+    /// base64 of key || salt.
+    pub key: String,
+    /// MKI value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mki: Option<u64>,
+    /// Lifetime in packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<u64>,
+}
+
+impl fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySpec")
+            .field("key", &"<redacted>")
+            .field("mki", &self.mki)
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+/// `PATCH /v1/sessions/{id}/legs/{leg}` body: present fields change (`Some(None)` clears).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct LegPatch {
+    /// New remote (or cleared).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Option<Remote>>,
+    /// New latch mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latch: Option<LatchMode>,
+    /// New strict-source setting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict_source: Option<bool>,
+    /// New inbound crypto (re-key) or cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbound_crypto: Option<Option<CryptoSpec>>,
+    /// New outbound crypto (re-key) or cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound_crypto: Option<Option<CryptoSpec>>,
+    /// New forwarding target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_to: Option<Option<String>>,
+}
+
+/// `GET /v1/sessions/{id}` (and PUT/PATCH replies).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// The legs.
+    pub legs: Vec<LegView>,
+}
+
+impl SessionView {
+    /// The leg with this id.
+    pub fn leg(&self, id: &str) -> Option<&LegView> {
+        self.legs.iter().find(|leg| leg.id == id)
+    }
+}
+
+/// One leg as relayd reports it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct LegView {
+    /// Leg id.
+    pub id: String,
+    /// Interface name.
+    pub interface: String,
+    /// The relay's address and ports for this leg.
+    pub local: LocalView,
+    /// RTP and RTCP share the RTP port.
+    pub rtcp_mux: bool,
+    /// Inbound crypto suite, if any.
+    #[serde(default)]
+    pub inbound_crypto: Option<CryptoView>,
+    /// Outbound crypto suite, if any.
+    #[serde(default)]
+    pub outbound_crypto: Option<CryptoView>,
+    /// Source learned by latching.
+    #[serde(default)]
+    pub latched_rtp: Option<std::net::SocketAddr>,
+    /// Silent for longer than the media timeout.
+    #[serde(default)]
+    pub media_timed_out: bool,
+    /// Per-leg counters.
+    pub counters: LegCounters,
+}
+
+/// The relay's local media address of a leg.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct LocalView {
+    /// Address the peer sends to.
+    pub address: IpAddr,
+    /// RTP port (even).
+    pub rtp_port: u16,
+    /// RTCP port (odd, or the RTP port with rtcp-mux).
+    pub rtcp_port: u16,
+}
+
+/// Suite of one crypto direction.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct CryptoView {
+    /// SDES suite name.
+    pub suite: String,
+}
+
+/// Per-leg counters (subset the controller reports).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct LegCounters {
+    /// Packets received from the peer.
+    pub packets_in: u64,
+    /// Bytes received from the peer.
+    pub bytes_in: u64,
+    /// Packets sent to the peer.
+    pub packets_out: u64,
+    /// Bytes sent to the peer.
+    pub bytes_out: u64,
+    /// SRTP authentication failures.
+    #[serde(default)]
+    pub auth_failures: u64,
+    /// SRTP replays.
+    #[serde(default)]
+    pub replays: u64,
+}
+
+/// `GET /v1/health`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Health {
+    /// Changes on every relayd start: a new value means relayd lost its sessions.
+    pub boot_id: String,
+    /// Sessions relayd holds.
+    pub sessions: usize,
+}
+
+/// Errors talking to relayd.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The relay URL is not `http://host:port`.
+    #[error("invalid relay url {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Connection or protocol failure.
+    #[error("relayd {method} {path}: {reason}")]
+    Transport {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// No answer within [`REQUEST_TIMEOUT`].
+    #[error("relayd {method} {path}: no answer within {REQUEST_TIMEOUT:?}")]
+    Timeout {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+    },
+    /// relayd answered with an error (problem JSON).
+    #[error("relayd {method} {path}: {status} {code}: {detail}")]
+    Status {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// relayd's stable problem code (e.g. `ports_exhausted`).
+        code: String,
+        /// relayd's explanation.
+        detail: String,
+    },
+    /// relayd's answer did not decode.
+    #[error("relayd {method} {path}: undecodable answer: {reason}")]
+    Decode {
+        /// HTTP method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// SDES key material that cannot be expressed to relayd.
+    #[error("crypto parameters not accepted: {0}")]
+    Crypto(String),
+}
+
+impl RelayError {
+    /// relayd reported `404 not_found`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status { status: 404, .. })
+    }
+}
+
+#[derive(Deserialize)]
+struct Problem {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    detail: String,
+}
+
+/// A handle to one relayd; cheap to clone (shares the connection pool).
+#[derive(Clone)]
+pub struct RelayClient {
+    authority: String,
+    token: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl fmt::Debug for RelayClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayClient")
+            .field("authority", &self.authority)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayClient {
+    /// A client for relayd at `url` (`http://host:port`, no path) with its bearer token.
+    pub fn new(url: &str, token: String) -> Result<Self, RelayError> {
+        let invalid = |reason| RelayError::Url {
+            url: url.to_owned(),
+            reason,
+        };
+        let authority = url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("only http:// is supported (relayd listens on a local address)"))?
+            .trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(invalid("expected http://host:port"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self {
+            authority: authority.to_owned(),
+            token,
+            client,
+        })
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<Health, RelayError> {
+        self.call(Method::GET, "/v1/health".to_owned(), None).await
+    }
+
+    /// `PUT /v1/sessions/{id}`: creates or replaces a session.
+    pub async fn put_session(
+        &self,
+        id: &str,
+        spec: &SessionSpec,
+    ) -> Result<SessionView, RelayError> {
+        let body = serde_json::to_vec(spec).map_err(|e| RelayError::Crypto(e.to_string()))?;
+        self.call(Method::PUT, format!("/v1/sessions/{id}"), Some(body))
+            .await
+    }
+
+    /// `PATCH /v1/sessions/{id}/legs/{leg}`.
+    pub async fn patch_leg(
+        &self,
+        id: &str,
+        leg: &str,
+        patch: &LegPatch,
+    ) -> Result<SessionView, RelayError> {
+        let body = serde_json::to_vec(patch).map_err(|e| RelayError::Crypto(e.to_string()))?;
+        self.call(
+            Method::PATCH,
+            format!("/v1/sessions/{id}/legs/{leg}"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET /v1/sessions/{id}`.
+    pub async fn get_session(&self, id: &str) -> Result<SessionView, RelayError> {
+        self.call(Method::GET, format!("/v1/sessions/{id}"), None)
+            .await
+    }
+
+    /// `DELETE /v1/sessions/{id}`: the final view, or `None` when relayd did not know it.
+    pub async fn delete_session(&self, id: &str) -> Result<Option<SessionView>, RelayError> {
+        match self
+            .call(Method::DELETE, format!("/v1/sessions/{id}"), None)
+            .await
+        {
+            Ok(view) => Ok(Some(view)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, RelayError> {
+        let name = method_name(&method);
+        let transport = |reason: String| RelayError::Transport {
+            method: name,
+            path: path.clone(),
+            reason,
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.authority))
+            .header(AUTHORIZATION, format!("Bearer {}", self.token));
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| transport(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| transport(e.to_string()))?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| transport(e.to_string()))?
+                .to_bytes();
+            Ok::<_, RelayError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| RelayError::Timeout {
+                method: name,
+                path: path.clone(),
+            })??;
+        if status != StatusCode::OK && status != StatusCode::CREATED {
+            let problem: Problem = serde_json::from_slice(&body).unwrap_or(Problem {
+                code: String::new(),
+                detail: String::from_utf8_lossy(&body).into_owned(),
+            });
+            return Err(RelayError::Status {
+                method: name,
+                path,
+                status: status.as_u16(),
+                code: problem.code,
+                detail: problem.detail,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| RelayError::Decode {
+            method: name,
+            path,
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "POST",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crypto_spec_carries_the_inline_key_and_hides_it() {
+        let line = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4";
+        let attribute = srtp::sdes::CryptoAttribute::parse_line(line).expect("valid line");
+        let spec = CryptoSpec::from_sdes(&attribute).expect("expressible");
+        assert_eq!(spec.suite, "AES_CM_128_HMAC_SHA1_80");
+        assert_eq!(spec.mki_len, 4);
+        assert_eq!(spec.keys.len(), 1);
+        assert_eq!(spec.keys[0].key, "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz");
+        assert_eq!(spec.keys[0].mki, Some(1));
+        assert_eq!(spec.keys[0].lifetime, Some(1 << 20));
+        assert!(!format!("{spec:?}").contains("WVNf"));
+    }
+
+    #[test]
+    fn urls_other_than_plain_http_authority_are_refused() {
+        assert!(RelayClient::new("https://127.0.0.1:8080", String::new()).is_err());
+        assert!(RelayClient::new("http://127.0.0.1:8080/v1", String::new()).is_err());
+        assert!(RelayClient::new("http://", String::new()).is_err());
+    }
+}

@@ -337,6 +337,54 @@ impl RelayError {
 }
 
 #[derive(Deserialize)]
+struct MediaTimeoutEvent {
+    session: String,
+}
+
+/// Incremental `text/event-stream` parser (WHATWG HTML §9.2.6, the subset relayd emits:
+/// `event:` and `data:` lines, events ended by a blank line, comments ignored). Bounded: an
+/// event over 64 KiB is dropped.
+#[derive(Debug, Default)]
+struct SseParser {
+    line: Vec<u8>,
+    event: String,
+    data: String,
+}
+
+impl SseParser {
+    const MAX_EVENT: usize = 64 * 1024;
+
+    fn push(&mut self, bytes: &[u8]) -> Vec<(String, String)> {
+        let mut done = Vec::new();
+        for &byte in bytes {
+            if byte != b'\n' {
+                if self.line.len() < Self::MAX_EVENT {
+                    self.line.push(byte);
+                }
+                continue;
+            }
+            let line = String::from_utf8_lossy(&self.line).trim_end_matches('\r').to_owned();
+            self.line.clear();
+            if line.is_empty() {
+                if !self.data.is_empty() || !self.event.is_empty() {
+                    done.push((std::mem::take(&mut self.event), std::mem::take(&mut self.data)));
+                }
+            } else if let Some(value) = line.strip_prefix("event:") {
+                self.event = value.trim_start().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                if self.data.len() < Self::MAX_EVENT {
+                    self.data.push_str(value.trim_start());
+                }
+            }
+        }
+        done
+    }
+}
+
+#[derive(Deserialize)]
 struct Problem {
     #[serde(default)]
     code: String,
@@ -438,6 +486,59 @@ impl RelayClient {
         }
     }
 
+    /// Follows `GET /v1/events` (server-sent events) and returns the sessions of
+    /// `media_timeout` events through `sink` until the stream ends or fails. The caller
+    /// reconnects (and should re-check health: a new boot id means sessions were lost).
+    pub async fn follow_events(
+        &self,
+        sink: &tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), RelayError> {
+        let path = "/v1/events".to_owned();
+        let transport = |reason: String| RelayError::Transport {
+            method: "GET",
+            path: path.clone(),
+            reason,
+        };
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("http://{}{path}", self.authority))
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| transport(e.to_string()))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| RelayError::Timeout {
+                method: "GET",
+                path: path.clone(),
+            })?
+            .map_err(|e| transport(e.to_string()))?;
+        if response.status() != StatusCode::OK {
+            return Err(RelayError::Status {
+                method: "GET",
+                path: path.clone(),
+                status: response.status().as_u16(),
+                code: String::new(),
+                detail: "event stream refused".to_owned(),
+            });
+        }
+        let mut body = response.into_body();
+        let mut parser = SseParser::default();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| transport(e.to_string()))?;
+            let Ok(data) = frame.into_data() else { continue };
+            for (event, payload) in parser.push(&data) {
+                if event == "media_timeout" {
+                    if let Ok(MediaTimeoutEvent { session }) = serde_json::from_str(&payload) {
+                        if sink.send(session).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -527,6 +628,17 @@ mod tests {
         assert_eq!(spec.keys[0].mki, Some(1));
         assert_eq!(spec.keys[0].lifetime, Some(1 << 20));
         assert!(!format!("{spec:?}").contains("WVNf"));
+    }
+
+    #[test]
+    fn sse_events_are_split_across_chunks() {
+        let mut parser = SseParser::default();
+        assert!(parser.push(b"event: media_timeout\ndata: {\"kind\":\"media_timeout\",").is_empty());
+        let events = parser.push(b"\"session\":\"c1\",\"leg\":\"a0\",\"silent_secs\":61}\n\n:keep-alive\n\n");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].0, "media_timeout");
+        let parsed: MediaTimeoutEvent = serde_json::from_str(&events[0].1).unwrap();
+        assert_eq!(parsed.session, "c1");
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod error;
 mod grammar;
 pub mod headers;
 pub mod message;
+pub mod transaction;
 mod typed;
 pub mod uri;
 
@@ -59,4 +60,3 @@ pub const MAX_HEADERS: usize = 256;
 pub const MAX_HEADER_LINE: usize = 8 * 1024;
 /// Most Via values in one message.
 pub const MAX_VIA: usize = 64;
-pub mod transaction;

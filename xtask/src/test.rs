@@ -10,7 +10,11 @@ use clap::Args;
 use crate::{run_step, setup};
 
 /// (crate directory, target) of every cargo-fuzz target.
-const FUZZ_TARGETS: &[(&str, &str)] = &[("srtp", "unprotect")];
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("srtp", "unprotect"),
+    ("sip-controller", "sip_parse"),
+    ("sip-controller", "sdp_rewrite"),
+];
 
 #[derive(Debug, Args)]
 pub struct TestArgs {

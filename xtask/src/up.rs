@@ -1,9 +1,12 @@
 //! `cargo xtask up`: setup, build, and run the stack in the foreground on loopback defaults.
 //!
-//! For now the stack is relayd (control API, health and metrics on 127.0.0.1:8740, media
-//! ports 30000-39999 on 127.0.0.1, the socket datapath; the API token is kept in
-//! `relayd.token` at the workspace root). Ctrl-C (or SIGTERM to xtask) stops
-//! every process cleanly and waits for it.
+//! The stack is relayd (control API, health and metrics on 127.0.0.1:8740, media ports
+//! 30000-39999 on 127.0.0.1, the socket datapath; the API token is kept in `relayd.token` at
+//! the workspace root) and sip-controller (SIP on UDP/TCP 127.0.0.1:5060 and TLS
+//! 127.0.0.1:5061 with a self-signed certificate kept in `sip-controller-state/`, its HTTP API
+//! on 127.0.0.1:8090, CDRs appended to `sip-controller-state/cdr.jsonl`; the loopback profile
+//! lets anything on 127.0.0.0/8 register and call registered users without credentials).
+//! Ctrl-C (or SIGTERM to xtask) stops every process cleanly and waits for it.
 
 use std::{
     process::{Child, Command},
@@ -21,6 +24,9 @@ pub struct UpArgs {
     /// relayd's HTTP address.
     #[arg(long, default_value = "127.0.0.1:8740")]
     relayd_http: String,
+    /// sip-controller's HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    controller_http: String,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -58,6 +64,25 @@ pub fn run(args: &UpArgs) -> Result<()> {
         .spawn()
         .context("starting relayd")?;
     children.push(("relayd", relayd));
+    // The controller reads relayd's token at start: wait for relayd to write it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !token_file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let state = workspace_root().join("sip-controller-state");
+    std::fs::create_dir_all(&state).context("creating sip-controller-state")?;
+    let controller = Command::new(bin.join("sip-controller"))
+        .args(["--api-listen", &args.controller_http])
+        .args(["--relay-url", &format!("http://{}", args.relayd_http)])
+        .arg("--relay-token-file")
+        .arg(&token_file)
+        .arg("--tls-state-dir")
+        .arg(&state)
+        .arg("--cdr")
+        .arg(state.join("cdr.jsonl"))
+        .spawn()
+        .context("starting sip-controller")?;
+    children.push(("sip-controller", controller));
     println!(
         "stack: relayd control API http://{}/v1/ (health: /v1/health, metrics: /metrics, \
          OpenAPI: /v1/openapi.json); media ports 127.0.0.1:30000-39999",
@@ -69,6 +94,14 @@ pub fn run(args: &UpArgs) -> Result<()> {
         token_file.display(),
         token_file.display(),
         args.relayd_http
+    );
+    println!(
+        "stack: sip-controller SIP udp+tcp 127.0.0.1:5060, tls 127.0.0.1:5061 (sips:, \
+         ;transport=tls; certificate {}); HTTP API http://{}/v1/calls (health: /v1/health, \
+         metrics: /metrics); CDRs in {}",
+        state.join("sip-tls-self-signed.crt").display(),
+        args.controller_http,
+        state.join("cdr.jsonl").display()
     );
     println!("stack: running in the foreground; Ctrl-C stops it");
 

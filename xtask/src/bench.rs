@@ -12,6 +12,8 @@
 //!   a kernel UDP socket relay, relayd's socket datapath, XDP plain forwarding, AF_XDP
 //!   SRTP->RTP, sipwise rtpengine userspace; max clean rate, latency, CPU per packet; a table
 //!   and a PNG chart (matplotlib, installed into the venv on first use).
+//! - `bench sip`: call setups per second through sip-controller with relay programming, over
+//!   TLS with SRTP (sip-callgen) and over UDP (SIPp); see `bench_sip.rs`.
 
 use std::{
     path::{Path, PathBuf},
@@ -52,6 +54,9 @@ enum BenchTarget {
     /// Every relay on the same veth topology: `XDP_DROP` ceiling, kernel UDP relay, relayd socket
     /// and XDP / AF_XDP datapaths, sipwise rtpengine userspace (root).
     Xdp(XdpBench),
+    /// Call setups per second through sip-controller with relay programming: TLS + SRTP
+    /// (sip-callgen) and UDP (SIPp).
+    Sip(crate::bench_sip::SipBench),
 }
 
 /// Options of `bench xdp`.
@@ -113,6 +118,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.target {
         BenchTarget::Socket(bench) => socket_bench(bench),
         BenchTarget::Xdp(bench) => xdp_bench(bench),
+        BenchTarget::Sip(bench) => crate::bench_sip::run(bench),
         BenchTarget::Srtp {
             cpu,
             packets,

@@ -69,9 +69,10 @@ struct Args {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Logs on stderr: stdout carries only the ready line that scripts and tests read.
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -132,20 +133,19 @@ fn load_config(args: &Args) -> Result<Config> {
 
 fn transport_config(config: &Config) -> TransportConfig {
     let tls = &config.tls;
-    let certificate = match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => ServerCertificate::Files(CertificateFiles {
+    let certificate = if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        ServerCertificate::Files(CertificateFiles {
             cert_file: cert.clone(),
             key_file: key.clone(),
-        }),
-        _ => {
-            let mut names = vec!["localhost".to_owned()];
-            if let Some(host) = &config.sip.advertised_host {
-                names.push(host.clone());
-            }
-            ServerCertificate::SelfSigned {
-                state_dir: tls.state_dir.clone(),
-                subject_alt_names: names,
-            }
+        })
+    } else {
+        let mut names = vec!["localhost".to_owned()];
+        if let Some(host) = &config.sip.advertised_host {
+            names.push(host.clone());
+        }
+        ServerCertificate::SelfSigned {
+            state_dir: tls.state_dir.clone(),
+            subject_alt_names: names,
         }
     };
     let client_certificates = match (&tls.client_ca, tls.require_client_cert) {
@@ -187,7 +187,9 @@ async fn resolve_trunks(config: &Config) -> Resolved {
                         resolved.insert(name.to_ascii_lowercase(), addr.ip());
                     }
                 }
-                Err(e) => warn!(trunk = %trunk.name, host = %name, error = %e, "trunk host does not resolve; calls to it get 503"),
+                Err(e) => {
+                    warn!(trunk = %trunk.name, host = %name, error = %e, "trunk host does not resolve; calls to it get 503");
+                }
             }
         }
     }
@@ -233,14 +235,19 @@ async fn run(args: Args) -> Result<()> {
         .context("starting the SIP transports")?;
     let transport = Arc::new(transport);
     let first = |t: Transport| transport.local_addrs(t).first().copied();
-    let (udp, tcp, tls) = (first(Transport::Udp), first(Transport::Tcp), first(Transport::Tls));
+    let (udp, tcp, tls) = (
+        first(Transport::Udp),
+        first(Transport::Tcp),
+        first(Transport::Tls),
+    );
     let host = config.sip.advertised_host.clone().unwrap_or_else(|| {
-        udp.or(tcp)
-            .or(tls)
-            .map_or_else(|| "127.0.0.1".to_owned(), |a| match a.ip() {
+        udp.or(tcp).or(tls).map_or_else(
+            || "127.0.0.1".to_owned(),
+            |a| match a.ip() {
                 std::net::IpAddr::V6(v6) => format!("[{v6}]"),
                 ip @ std::net::IpAddr::V4(_) => ip.to_string(),
-            })
+            },
+        )
     });
     let identity = Identity {
         host,
@@ -298,7 +305,11 @@ async fn run(args: Args) -> Result<()> {
                 tick.tick().await;
                 match relay.health().await {
                     Ok(health) => {
-                        if sink.send(Feedback::RelayBoot(health.boot_id)).await.is_err() {
+                        if sink
+                            .send(Feedback::RelayBoot(health.boot_id))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -336,8 +347,7 @@ async fn run(args: Args) -> Result<()> {
     }
 
     // Ordered senders per stream destination; UDP goes out inline.
-    let mut stream_senders: HashMap<(Transport, SocketAddr), mpsc::Sender<(Outbound, Option<sip_controller::sip::transaction::TxId>)>> =
-        HashMap::new();
+    let mut stream_senders: HashMap<(Transport, SocketAddr), StreamSender> = HashMap::new();
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let deadline = core.poll_timeout();
@@ -357,6 +367,9 @@ async fn run(args: Args) -> Result<()> {
                 match event {
                     TransportEvent::Message(inbound) => core.handle_inbound(Instant::now(), unix_ms(), &inbound),
                     TransportEvent::Closed { connection, source, transport } => {
+                        // The peer's connection is gone: drop its sender (its task ends once
+                        // the queue drains), or every client port ever seen keeps one.
+                        stream_senders.remove(&(transport, source));
                         core.handle_connection_closed(connection, source, transport);
                     }
                 }
@@ -371,7 +384,10 @@ async fn run(args: Args) -> Result<()> {
         }
         while let Some(output) = core.poll_output() {
             match output {
-                Output::Send { outbound, transaction } => {
+                Output::Send {
+                    outbound,
+                    transaction,
+                } => {
                     if outbound.transport == Transport::Udp
                         && !transport.switches_to_tcp(outbound.is_request, outbound.bytes.len())
                     {
@@ -400,7 +416,9 @@ async fn run(args: Args) -> Result<()> {
                     let sink = feedback_tx.clone();
                     tokio::spawn(async move {
                         let result = match request {
-                            RelayRequest::Put(spec) => relay.put_session(&call, &spec).await.map(Some),
+                            RelayRequest::Put(spec) => {
+                                relay.put_session(&call, &spec).await.map(Some)
+                            }
                             RelayRequest::Delete => relay.delete_session(&call).await,
                         };
                         let result = result.map_err(|e| e.to_string());
@@ -408,7 +426,10 @@ async fn run(args: Args) -> Result<()> {
                     });
                 }
                 Output::CallUpdated(record) => {
-                    calls.lock().unwrap_or_else(PoisonError::into_inner).update(record);
+                    calls
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .update(record);
                 }
                 Output::CallEnded(record) => {
                     let line = record.cdr_line();
@@ -418,7 +439,10 @@ async fn run(args: Args) -> Result<()> {
                             error!(error = %e, "writing the CDR failed");
                         }
                     }
-                    calls.lock().unwrap_or_else(PoisonError::into_inner).finish(record);
+                    calls
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .finish(record);
                 }
             }
         }
@@ -428,11 +452,15 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The ordered send queue of one stream destination: message and the transaction to fail
+/// when sending it fails.
+type StreamSender = mpsc::Sender<(Outbound, Option<sip_controller::sip::transaction::TxId>)>;
+
 fn spawn_stream_sender(
     transport: Arc<TransportLayer>,
     feedback: mpsc::Sender<Feedback>,
-) -> mpsc::Sender<(Outbound, Option<sip_controller::sip::transaction::TxId>)> {
-    let (tx, mut rx) = mpsc::channel::<(Outbound, Option<sip_controller::sip::transaction::TxId>)>(1024);
+) -> StreamSender {
+    let (tx, mut rx): (StreamSender, _) = mpsc::channel(1024);
     tokio::spawn(async move {
         while let Some((outbound, transaction)) = rx.recv().await {
             let destination = outbound.destination;
@@ -453,7 +481,9 @@ fn publish_stats(core: &Core, metrics: &Metrics) {
     metrics.calls_started.store(s.calls_started, Relaxed);
     metrics.calls_answered.store(s.calls_answered, Relaxed);
     metrics.calls_failed.store(s.calls_failed, Relaxed);
-    metrics.calls_secure_end_to_end.store(s.calls_secure, Relaxed);
+    metrics
+        .calls_secure_end_to_end
+        .store(s.calls_secure, Relaxed);
     metrics.requests_rejected.store(s.rejected, Relaxed);
     metrics.parse_errors.store(s.parse_errors, Relaxed);
     metrics.relay_errors.store(s.relay_errors, Relaxed);
@@ -464,12 +494,10 @@ fn publish_stats(core: &Core, metrics: &Metrics) {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = ctrl_c.await;
+        return;
     };
     tokio::select! {
         _ = ctrl_c => {}

@@ -370,7 +370,7 @@ impl SseParser {
                     done.push((std::mem::take(&mut self.event), std::mem::take(&mut self.data)));
                 }
             } else if let Some(value) = line.strip_prefix("event:") {
-                self.event = value.trim_start().to_owned();
+                value.trim_start().clone_into(&mut self.event);
             } else if let Some(value) = line.strip_prefix("data:") {
                 if !self.data.is_empty() {
                     self.data.push('\n');
@@ -475,13 +475,23 @@ impl RelayClient {
     }
 
     /// `DELETE /v1/sessions/{id}`: the final view, or `None` when relayd did not know it.
+    ///
+    /// relayd answers a DELETE with `204 No Content`, so the final view (the counters the CDR
+    /// reports) is read with a `GET` just before; packets relayed in between are not counted.
     pub async fn delete_session(&self, id: &str) -> Result<Option<SessionView>, RelayError> {
+        let last = match self.get_session(id).await {
+            Ok(view) => view,
+            // Nothing to delete (relayd restarted, or an earlier DELETE got through).
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         match self
-            .call(Method::DELETE, format!("/v1/sessions/{id}"), None)
+            .exchange(Method::DELETE, format!("/v1/sessions/{id}"), None)
             .await
         {
-            Ok(view) => Ok(Some(view)),
-            Err(e) if e.is_not_found() => Ok(None),
+            Ok(_) => Ok(Some(last)),
+            // Deleted in between: the view read just before is still the last one.
+            Err(e) if e.is_not_found() => Ok(Some(last)),
             Err(e) => Err(e),
         }
     }
@@ -546,6 +556,22 @@ impl RelayClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, RelayError> {
         let name = method_name(&method);
+        let body = self.exchange(method, path.clone(), body).await?;
+        serde_json::from_slice(&body).map_err(|e| RelayError::Decode {
+            method: name,
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// One request; the body of a 2xx answer, or the problem relayd reported.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, RelayError> {
+        let name = method_name(&method);
         let transport = |reason: String| RelayError::Transport {
             method: name,
             path: path.clone(),
@@ -581,7 +607,7 @@ impl RelayClient {
                 method: name,
                 path: path.clone(),
             })??;
-        if status != StatusCode::OK && status != StatusCode::CREATED {
+        if !status.is_success() {
             let problem: Problem = serde_json::from_slice(&body).unwrap_or(Problem {
                 code: String::new(),
                 detail: String::from_utf8_lossy(&body).into_owned(),
@@ -594,11 +620,7 @@ impl RelayClient {
                 detail: problem.detail,
             });
         }
-        serde_json::from_slice(&body).map_err(|e| RelayError::Decode {
-            method: name,
-            path,
-            reason: e.to_string(),
-        })
+        Ok(body)
     }
 }
 
@@ -639,6 +661,79 @@ mod tests {
         assert_eq!(events[0].0, "media_timeout");
         let parsed: MediaTimeoutEvent = serde_json::from_str(&events[0].1).unwrap();
         assert_eq!(parsed.session, "c1");
+    }
+
+    /// A one-connection HTTP/1.1 peer that answers each request (head only: these carry no
+    /// body) with the next scripted response and records the request lines.
+    async fn scripted_relay(
+        answers: Vec<&'static str>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buffer = Vec::new();
+            for answer in answers {
+                while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return seen;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                }
+                let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head: Vec<u8> = buffer.drain(..end).collect();
+                let head = String::from_utf8(head).unwrap();
+                seen.push(head.lines().next().unwrap_or_default().to_owned());
+                stream.write_all(answer.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn delete_returns_the_counters_read_before_relayd_answers_204() {
+        let view = r#"{"id":"c1","legs":[{"id":"a0","interface":"default","local":{"address":"127.0.0.1","rtp_port":30000,"rtcp_port":30001},"rtcp_mux":false,"counters":{"packets_in":20,"bytes_in":3640,"packets_out":20,"bytes_out":3440}}]}"#;
+        let get = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{view}",
+                view.len()
+            )
+            .into_boxed_str(),
+        );
+        let (url, relay) = scripted_relay(vec![get, "HTTP/1.1 204 No Content\r\n\r\n"]).await;
+        let client = RelayClient::new(&url, "t".to_owned()).unwrap();
+        let last = client.delete_session("c1").await.expect("a 204 is success");
+        let last = last.expect("the final view");
+        assert_eq!(last.legs[0].counters.packets_in, 20);
+        assert_eq!(last.legs[0].counters.packets_out, 20);
+        drop(client);
+        assert_eq!(
+            relay.await.unwrap(),
+            vec![
+                "GET /v1/sessions/c1 HTTP/1.1".to_owned(),
+                "DELETE /v1/sessions/c1 HTTP/1.1".to_owned()
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_an_unknown_session_is_not_an_error() {
+        let body = r#"{"code":"not_found","detail":"no such session"}"#;
+        let not_found = Box::leak(
+            format!(
+                "HTTP/1.1 404 Not Found\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let (url, _relay) = scripted_relay(vec![not_found]).await;
+        let client = RelayClient::new(&url, "t".to_owned()).unwrap();
+        assert_eq!(client.delete_session("gone").await.unwrap(), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`workspace_bin`]: the path of a workspace binary (`cargo xtask test` builds them first).
 //! - [`relayd`]: an in-process relayd on an ephemeral port; [`pylibsrtp`]: libsrtp from PyPI as
 //!   an independent SRTP peer.
+//! - [`sipctl`]: sip-controller as a process with an in-process relayd, and the SIP peers
+//!   (UDP, TCP, TLS, `SIPp`) its end-to-end tests play.
 //! - [`topology`]: the caller/relay/callee namespaces of the kernel-datapath tests, with relayd
 //!   as a process in the relay namespace.
 //! - [`loadgen`]: the RTP/SRTP load generator behind the `relay-loadgen` binary (relayd's HTTP
@@ -17,10 +19,12 @@
 //!
 //! Traffic from these helpers only ever goes to 127.0.0.0/8 or inside the test's own namespaces.
 
+pub mod baresip;
 pub mod loadgen;
 pub mod netns;
 pub mod pylibsrtp;
 pub mod relayd;
+pub mod sipctl;
 pub mod topology;
 pub mod xdpbench;
 

@@ -278,9 +278,7 @@ trait SupernetOrSelf {
 
 impl SupernetOrSelf for IpNet {
     fn supernet_or_self(self, prefix: u8) -> IpNet {
-        IpNet::new(self.addr(), prefix)
-            .map(|net| net.trunc())
-            .unwrap_or(self)
+        IpNet::new(self.addr(), prefix).map_or(self, |net| net.trunc())
     }
 }
 

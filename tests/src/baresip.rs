@@ -504,6 +504,12 @@ impl Baresip {
         let deadline = Instant::now() + timeout;
         loop {
             let frame = self.next_frame(deadline, || format!("response to `{command}`"))?;
+            // Events that arrive while waiting for the response are kept for `wait_event`
+            // (the CALL_CLOSED of a hangup usually comes before the hangup's response).
+            if frame.get("event").and_then(Value::as_bool) == Some(true) {
+                self.backlog.push_back(Event::from_json(frame));
+                continue;
+            }
             if frame.get("response").and_then(Value::as_bool) == Some(true) {
                 if frame.get("token").and_then(Value::as_str) != Some(token.as_str()) {
                     continue;

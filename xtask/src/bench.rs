@@ -13,7 +13,7 @@
 //!   SRTP->RTP, sipwise rtpengine userspace; max clean rate, latency, CPU per packet; a table
 //!   and a PNG chart (matplotlib, installed into the venv on first use).
 //! - `bench sip`: call setups per second through sip-controller with relay programming, over
-//!   TLS with SRTP (sip-callgen) and over UDP (SIPp); see `bench_sip.rs`.
+//!   TLS with SRTP (`sip-callgen`) and over UDP (`SIPp`); see `bench_sip.rs`.
 
 use std::{
     path::{Path, PathBuf},
@@ -55,7 +55,7 @@ enum BenchTarget {
     /// and XDP / AF_XDP datapaths, sipwise rtpengine userspace (root).
     Xdp(XdpBench),
     /// Call setups per second through sip-controller with relay programming: TLS + SRTP
-    /// (sip-callgen) and UDP (SIPp).
+    /// (`sip-callgen`) and UDP (`SIPp`).
     Sip(crate::bench_sip::SipBench),
 }
 

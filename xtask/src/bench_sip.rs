@@ -7,12 +7,19 @@
 //! - **TLS**: `sip-callgen` places calls over one TLS connection (SRTP offer, mandatory on
 //!   both trunks) and answers them as the TLS trunk the controller routes to, so both legs are
 //!   TLS + SDES-SRTP;
-//! - **UDP**: SIPp's built-in `uac` (from 127.0.0.2) and `uas` (on 127.0.0.3), plain RTP.
+//! - **UDP**: `SIPp`'s built-in `uac` (from 127.0.0.2) and `uas` (on 127.0.0.3), plain RTP.
 //!
 //! Each series ramps the offered rate step by step (`--step-secs` each); the max clean rate is
 //! the highest step with zero failed calls and the achieved rate within 2% of the offered one.
 //! Then 80% of that rate runs for `--confirm-secs` and must have zero failed calls; the
 //! controller's CPU time per call is taken from `/proc/<pid>/stat` over that run.
+
+// Rates over call counts far below 2^52: float conversions are exact enough.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 use std::{
     path::Path,
@@ -41,7 +48,11 @@ pub struct SipBench {
     #[arg(long, default_value_t = 15)]
     confirm_secs: u64,
     /// Offered rates (calls/s) of the ramp, in order.
-    #[arg(long, value_delimiter = ',', default_value = "100,200,300,400,500,600,800,1000,1200,1500,2000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,200,300,400,500,600,800,1000,1200,1500,2000"
+    )]
     rates: Vec<u32>,
     /// Only this series (`tls` or `udp`).
     #[arg(long)]
@@ -132,7 +143,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = f64::from(u32::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100));
     (ticks(11) + ticks(12)) / hz.max(1.0)
@@ -149,12 +165,26 @@ fn wait_for_port(addr: &str) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_lines)] // one linear script: build, start, ramp, confirm, table
 pub fn run(bench: &SipBench) -> Result<()> {
     run_step(
         "cargo build --release (relayd, sip-controller, sip-callgen)",
         Command::new("cargo").args([
-            "build", "--release", "--locked", "-p", "relay-userspace", "--bin", "relayd", "-p",
-            "sip-controller", "--bin", "sip-controller", "-p", "tests", "--bin", "sip-callgen",
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "relay-userspace",
+            "--bin",
+            "relayd",
+            "-p",
+            "sip-controller",
+            "--bin",
+            "sip-controller",
+            "-p",
+            "tests",
+            "--bin",
+            "sip-callgen",
         ]),
     )?;
     let release = workspace_root().join("target/release");
@@ -176,7 +206,14 @@ pub fn run(bench: &SipBench) -> Result<()> {
             .arg(release.join("relayd"))
             .arg("--config")
             .arg(&relayd_config)
-            .args(["--workers", "1", "--http-listen", RELAYD_API, "--token-file", "/dev/null"])
+            .args([
+                "--workers",
+                "1",
+                "--http-listen",
+                RELAYD_API,
+                "--token-file",
+                "/dev/null",
+            ])
             .env("RELAYD_TOKEN", TOKEN)
             .env("RELAYD_LOG", "warn")
             .stdout(Stdio::null())
@@ -212,7 +249,8 @@ pub fn run(bench: &SipBench) -> Result<()> {
                 step.attempted,
                 step.failed,
                 step.achieved,
-                step.p99_ms.map_or_else(String::new, |p| format!(", setup p99 {p:.1} ms"))
+                step.p99_ms
+                    .map_or_else(String::new, |p| format!(", setup p99 {p:.1} ms"))
             );
             if !step.clean() {
                 break;
@@ -246,8 +284,10 @@ pub fn run(bench: &SipBench) -> Result<()> {
             (Some(b), Some(c), Some(cpu)) => println!(
                 "| {series} | {} | {} / {} | {}, {}, {} | {cpu:.0} us |",
                 b.rate,
-                b.p50_ms.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
-                b.p99_ms.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+                b.p50_ms
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
+                b.p99_ms
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
                 c.rate,
                 c.attempted,
                 c.failed
@@ -258,6 +298,7 @@ pub fn run(bench: &SipBench) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_lines)] // two load tools, each a linear run-and-parse
 fn run_load(series: &str, rate: u32, secs: u64, release: &Path, cpu: &str) -> Result<Step> {
     let calls = u64::from(rate) * secs;
     if series == "tls" {
@@ -274,7 +315,10 @@ fn run_load(series: &str, rate: u32, secs: u64, release: &Path, cpu: &str) -> Re
                 "--calls",
                 &calls.to_string(),
                 "--state-dir",
-                &workspace_root().join("target/bench/sip-state/callgen").display().to_string(),
+                &workspace_root()
+                    .join("target/bench/sip-state/callgen")
+                    .display()
+                    .to_string(),
             ])
             .output()
             .context("running sip-callgen")?;
@@ -297,7 +341,18 @@ fn run_load(series: &str, rate: u32, secs: u64, release: &Path, cpu: &str) -> Re
     }
     let _uas = Guard(
         Command::new("taskset")
-            .args(["-c", cpu, "sipp", "-sn", "uas", "-i", "127.0.0.3", "-p", "25090", "-nostdin"])
+            .args([
+                "-c",
+                cpu,
+                "sipp",
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.3",
+                "-p",
+                "25090",
+                "-nostdin",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -305,8 +360,26 @@ fn run_load(series: &str, rate: u32, secs: u64, release: &Path, cpu: &str) -> Re
     );
     std::thread::sleep(Duration::from_millis(300));
     let output = Command::new("taskset")
-        .args(["-c", cpu, "sipp", "-sn", "uac", "-i", "127.0.0.2", "-p", "25070", "-s", "9000"])
-        .args(["-r", &rate.to_string(), "-m", &calls.to_string(), "-nostdin"])
+        .args([
+            "-c",
+            cpu,
+            "sipp",
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            "25070",
+            "-s",
+            "9000",
+        ])
+        .args([
+            "-r",
+            &rate.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-nostdin",
+        ])
         .args(["-timeout", &format!("{}s", secs + 20), "-timeout_error"])
         .arg(format!("127.0.0.1:{SIP_PORT}"))
         .output()

@@ -47,8 +47,11 @@ pub struct MediaState {
     pub b_remote: Option<Remote>,
     /// The caller offered RTCP mux (we accept it on leg `a<i>`).
     pub a_mux: bool,
-    /// We offered RTCP mux to the callee.
+    /// Leg `b<i>` multiplexes RTCP: we offered it and the callee's answer accepted it.
     pub b_mux: bool,
+    /// We offer RTCP mux to the callee (the caller offered it), with a fallback RTCP port for
+    /// a callee that refuses it (RFC 5761 §5.1.1).
+    pub b_mux_offered: bool,
 }
 
 impl MediaState {

@@ -31,6 +31,7 @@ mod media;
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
+    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -47,7 +48,7 @@ use crate::{
     routing::{self, Destination, Resolved, Source},
     sdp::{
         self,
-        leg::{LegSdpPlan, MediaPlan, OriginUpdate},
+        leg::{LegSdpPlan, MediaPlan, OriginUpdate, RtcpPlan},
         negotiation::{KeyReuse, Negotiated, SrtpSettings},
         Sdp,
     },
@@ -105,9 +106,13 @@ impl Identity {
         )
     }
 
-    fn contact(&self, transport: &Transport, user: &str) -> String {
+    /// Our Contact for a dialog. `sips:` only when the dialog's URI is `sips:` (RFC 3261
+    /// §8.1.1.8, §12.1.1); a TLS dialog set up with `sip:` gets `sip:...;transport=tls`
+    /// (libre/baresip refuse in-dialog requests to a `sips:` target they did not ask for).
+    fn contact(&self, transport: &Transport, user: &str, sips: bool) -> String {
         match transport {
-            Transport::Tls => format!("<sips:{user}@{}>", self.host_port(transport)),
+            Transport::Tls if sips => format!("<sips:{user}@{}>", self.host_port(transport)),
+            Transport::Tls => format!("<sip:{user}@{};transport=tls>", self.host_port(transport)),
             Transport::Tcp => format!("<sip:{user}@{};transport=tcp>", self.host_port(transport)),
             _ => format!("<sip:{user}@{}>", self.host_port(transport)),
         }
@@ -195,6 +200,8 @@ impl Side {
 struct Leg {
     role: LegRole,
     peer: String,
+    /// The dialog was set up with a `sips:` URI (our Contact is `sips:` too).
+    sips: bool,
     /// Where requests and responses of this leg go.
     flow: Target,
     call_id: String,
@@ -253,6 +260,8 @@ struct ReInvite {
     answered: bool,
     /// Media state before the re-INVITE, restored when the other leg refuses it.
     previous: Vec<MediaState>,
+    /// The sender's SDP before the re-INVITE, restored with `previous`.
+    previous_sdp: Vec<u8>,
 }
 
 /// A 2xx being retransmitted to the caller until its ACK (§13.3.1.4).
@@ -279,7 +288,8 @@ struct Call {
     b_invite: Option<ClientTxId>,
     b_request: Option<Request>,
     b_ack: Option<Request>,
-    cancel_pending: bool,
+    /// The callee's INVITE was cancelled (or its CANCEL deferred until a provisional).
+    callee_cancelled: bool,
     media: Vec<MediaState>,
     relay_view: Option<SessionView>,
     relay_in_flight: bool,
@@ -309,22 +319,31 @@ pub struct Core {
     clients: HashMap<ClientTxId, (String, Side, Method)>,
     /// Re-INVITE server transactions → call.
     server_reinvites: HashMap<ServerTxId, String>,
+    /// (Call-ID, From tag) of each call's INVITE → (call, `CSeq`), to spot merged requests.
+    caller_invites: HashMap<(String, String), (String, u32)>,
     /// Relayed in-dialog requests (INFO): our client transaction → the server transaction
     /// and request it answers.
     relayed: HashMap<ClientTxId, (ServerTxId, Request)>,
+    /// Callee INVITEs to CANCEL once a provisional arrives (§9.1), even after the call ended.
+    pending_cancels: BTreeSet<ClientTxId>,
     timers: BTreeSet<(Instant, String)>,
     outputs: VecDeque<Output>,
     relay_boot: Option<String>,
     next_call: u64,
     stats: CoreStats,
     secret_salt: u64,
+    /// TLS facts of the message being handled (the caller leg of a new INVITE takes them).
+    inbound_tls: Option<Arc<TlsInfo>>,
 }
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // getrandom failing means the OS has no entropy source: nothing safe can run.
     getrandom::fill(&mut buf).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    buf.iter().fold(String::with_capacity(bytes * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn to_sip_transport(transport: transport::Transport) -> Transport {
@@ -415,13 +434,16 @@ impl Core {
             server_invites: HashMap::new(),
             clients: HashMap::new(),
             server_reinvites: HashMap::new(),
+            caller_invites: HashMap::new(),
             relayed: HashMap::new(),
+            pending_cancels: BTreeSet::new(),
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             relay_boot: None,
             next_call: 0,
             stats: CoreStats::default(),
             secret_salt: u64::from_le_bytes(salt),
+            inbound_tls: None,
         })
     }
 
@@ -550,6 +572,7 @@ impl Core {
                     return;
                 }
                 self.note_tls(&request, inbound.tls.as_deref(), &source);
+                self.inbound_tls.clone_from(&inbound.tls);
                 if let Err(rejected) = self.tx.receive_request(now, request, source.clone()) {
                     let status = rejected.error.status_code();
                     let response = Response::from_request(&rejected.request, status, None);
@@ -563,6 +586,7 @@ impl Core {
             }
         }
         self.process_tx_events(now, unix_ms);
+        self.inbound_tls = None;
     }
 
     /// Records TLS facts of a request's leg (caller side, in-dialog from either side).
@@ -621,7 +645,7 @@ impl Core {
                     id,
                     request,
                     source,
-                } => self.on_request(now, unix_ms, id, request, source),
+                } => self.on_request(now, unix_ms, id, request, &source),
                 TxEvent::Ack {
                     request, source, ..
                 } => self.on_ack(now, unix_ms, &request, &source),
@@ -631,7 +655,7 @@ impl Core {
                     retransmission,
                 } => self.on_response(now, unix_ms, id, response, retransmission),
                 TxEvent::StrayResponse { response, source } => {
-                    self.on_stray_response(&response, &source);
+                    self.on_stray_response(now, &response, &source);
                 }
                 TxEvent::Timeout { id, .. } | TxEvent::TransportError { id } => {
                     self.on_tx_failure(now, unix_ms, id);
@@ -639,6 +663,8 @@ impl Core {
                 TxEvent::Terminated { id } => {
                     if let TxId::Client(client) = id {
                         self.clients.remove(&client);
+                        self.pending_cancels.remove(&client);
+                        self.relayed.remove(&client);
                     }
                     if let TxId::Server(server) = id {
                         self.server_invites.remove(&server);
@@ -674,16 +700,16 @@ impl Core {
         unix_ms: u64,
         id: ServerTxId,
         request: Request,
-        source: Target,
+        source: &Target,
     ) {
         let in_dialog = request
             .headers
             .to()
             .is_ok_and(|to| to.tag().is_some());
         match (&request.method, in_dialog) {
-            (Method::Register, _) => self.on_register(now, unix_ms, id, &request, &source),
+            (Method::Register, _) => self.on_register(now, unix_ms, id, &request, source),
             (Method::Cancel, _) => self.on_cancel(now, unix_ms, id, &request),
-            (Method::Invite, false) => self.on_invite(now, unix_ms, id, request, source),
+            (Method::Invite, false) => self.on_invite(now, unix_ms, id, &request, source),
             (Method::Options, false) => {
                 let mut response = Response::from_request(&request, 200, None);
                 let _ = response.set_to_tag(&random_hex(8));
@@ -848,41 +874,49 @@ impl Core {
 
     // ----- new calls ---------------------------------------------------------------------------
 
+    /// A new INVITE: hop and loop checks, where it comes from (trunk, allowed or authenticated
+    /// endpoint), the route, both legs' media policies and the caller's offer, then the call
+    /// and its first relay request. One linear RFC 3261 §16-style check list; splitting it
+    /// would scatter the early returns that answer each failure.
+    #[allow(clippy::too_many_lines)]
     fn on_invite(
         &mut self,
         now: Instant,
         unix_ms: u64,
         id: ServerTxId,
-        request: Request,
-        source: Target,
+        request: &Request,
+        source: &Target,
     ) {
         // RFC 3261 §16.3 step 3 / §8.2.2.2-style loop and hop checks for a B2BUA.
         let max_forwards = request.headers.max_forwards().ok().flatten().unwrap_or(70);
         if max_forwards == 0 {
-            return self.reject(now, id, &request, 483, "Too Many Hops");
+            return self.reject(now, id, request, 483, "Too Many Hops");
         }
         if let Ok(vias) = request.headers.vias() {
             let ours = vias.iter().skip(1).any(|via| {
                 via.branch().is_some_and(|b| b.starts_with(&self.branch_prefix()))
             });
             if ours {
-                return self.reject(now, id, &request, 482, "Loop Detected");
+                return self.reject(now, id, request, 482, "Loop Detected");
             }
         }
+        if self.is_merged(request) {
+            return self.reject(now, id, request, 482, "Loop Detected (merged request)");
+        }
         if self.calls.len() >= self.config.sip.max_calls {
-            return self.reject(now, id, &request, 503, "Call Limit Reached");
+            return self.reject(now, id, request, 503, "Call Limit Reached");
         }
         // Where it comes from: a trunk (by source address), else an endpoint that is allowed
         // without credentials or authenticates (407, RFC 3261 §22.3).
         let origin = match self.config.trunk_for_source(source.address.ip()) {
             Some(trunk) => Source::Trunk(trunk.name.clone()),
             None if self.unauthenticated_allowed(source.address.ip()) => Source::Endpoint,
-            None => match self.authenticate(&request, ChallengeKind::Proxy, unix_ms, &source) {
+            None => match self.authenticate(request, ChallengeKind::Proxy, unix_ms, source) {
                 Ok(Some(_)) => Source::Endpoint,
                 Ok(None) => {
-                    return self.challenge(now, unix_ms, id, &request, ChallengeKind::Proxy, false)
+                    return self.challenge(now, unix_ms, id, request, ChallengeKind::Proxy, false)
                 }
-                Err((status, reason)) => return self.reject(now, id, &request, status, &reason),
+                Err((status, reason)) => return self.reject(now, id, request, status, &reason),
             },
         };
         let config = Arc::clone(&self.config);
@@ -891,7 +925,7 @@ impl Core {
                 Ok(found) => found,
                 Err(e) => {
                     let reason = e.to_string();
-                    return self.reject(now, id, &request, e.sip_status(), &reason);
+                    return self.reject(now, id, request, e.sip_status(), &reason);
                 }
             };
         let (b_trunk, b_uri, b_target, b_peer) = match destination {
@@ -911,10 +945,10 @@ impl Core {
             Destination::Registrar { aor } => {
                 let bindings = self.registrar.lookup(&aor, unix_ms / 1000);
                 let Some(binding) = bindings.first() else {
-                    return self.reject(now, id, &request, 480, "Temporarily Unavailable (not registered)");
+                    return self.reject(now, id, request, 480, "Temporarily Unavailable (not registered)");
                 };
                 let Ok(uri) = Uri::parse(&binding.contact) else {
-                    return self.reject(now, id, &request, 500, "Registered contact does not parse");
+                    return self.reject(now, id, request, 500, "Registered contact does not parse");
                 };
                 let flow = &binding.flow;
                 let target = Target {
@@ -938,7 +972,7 @@ impl Core {
             .flatten()
             .is_some_and(|t| t.is_sdp());
         if request.body.is_empty() || !is_sdp {
-            return self.reject(now, id, &request, 488, "Offerless INVITE (delayed offer) is not supported");
+            return self.reject(now, id, request, 488, "Offerless INVITE (delayed offer) is not supported");
         }
         let a_trunk = match &origin {
             Source::Trunk(name) => Some(name.as_str()),
@@ -950,14 +984,14 @@ impl Core {
         let b_settings = media::settings(b_mode, b_suites);
         let offer = match Sdp::parse(&request.body) {
             Ok(sdp) => sdp,
-            Err(e) => return self.reject(now, id, &request, e.sip_status(), e.reason_phrase()),
+            Err(e) => return self.reject(now, id, request, e.sip_status(), e.reason_phrase()),
         };
         let media = match negotiate_offer(&offer, &a_settings, &b_settings) {
             Ok(media) => media,
-            Err((status, reason)) => return self.reject(now, id, &request, status, &reason),
+            Err((status, reason)) => return self.reject(now, id, request, status, &reason),
         };
         // 100 Trying (§17.2.1: a TU answering later sends one at once).
-        let trying = Response::from_request(&request, 100, None);
+        let trying = Response::from_request(request, 100, None);
         self.respond(now, id, &trying);
 
         self.next_call += 1;
@@ -966,6 +1000,7 @@ impl Core {
         let Ok(to) = request.headers.to() else { return };
         let a = Leg {
             role: LegRole::Caller,
+            sips: request.uri.is_sips(),
             peer: match &origin {
                 Source::Trunk(name) => name.clone(),
                 Source::Endpoint => format!("endpoint:{}", routing::aor_of(
@@ -995,7 +1030,7 @@ impl Core {
             interface: a_interface.to_owned(),
             origin_session: u64::from_le_bytes(random_bytes8()) >> 1,
             origin_version: 1,
-            signalling: Some(signalling_of(&source, None)),
+            signalling: Some(signalling_of(source, self.inbound_tls.as_deref())),
             last_sdp: request.body.clone(),
             sent_sdp: None,
         };
@@ -1003,12 +1038,10 @@ impl Core {
         b_from.remove_param("tag");
         if let Some(sip_uri) = b_from.uri_mut().as_sip_mut() {
             sip_uri.set_host_port(sip::Host::parse(&self.identity.host).unwrap_or(sip::Host::Domain(self.identity.host.clone())), None);
-            if b_target.transport == Transport::Tls && !sip_uri.is_secure() {
-                // sips: only where the whole path is TLS; keep sip: otherwise.
-            }
         }
         let b = Leg {
             role: LegRole::Callee,
+            sips: b_uri.is_sips(),
             peer: b_peer,
             flow: b_target,
             call_id: format!("{}@{}", random_hex(12), self.identity.host),
@@ -1048,6 +1081,10 @@ impl Core {
         self.dialogs
             .insert((b.call_id.clone(), b.local_tag.clone()), (call_id.clone(), Side::B));
         self.server_invites.insert(id, call_id.clone());
+        if let (Some(tag), Some(seq)) = (a.remote_tag.clone(), a.remote_cseq) {
+            self.caller_invites
+                .insert((a.call_id.clone(), tag), (call_id.clone(), seq));
+        }
         let ring_deadline = now + Duration::from_secs(self.config.sip.ring_timeout_secs);
         self.timers.insert((ring_deadline, call_id.clone()));
         let call = Call {
@@ -1060,7 +1097,7 @@ impl Core {
             b_invite: None,
             b_request: None,
             b_ack: None,
-            cancel_pending: false,
+            callee_cancelled: false,
             media,
             relay_view: None,
             relay_in_flight: false,
@@ -1076,6 +1113,19 @@ impl Core {
         self.calls.insert(call_id.clone(), call);
         self.publish(&call_id);
         self.program_relay(&call_id);
+    }
+
+    /// §8.2.2.2: the same INVITE (From tag, Call-ID, `CSeq`) arriving again by another path.
+    fn is_merged(&self, request: &Request) -> bool {
+        let headers = &request.headers;
+        match (headers.call_id(), headers.from(), headers.cseq()) {
+            (Ok(call_id), Ok(from), Ok(cseq)) => from.tag().is_some_and(|tag| {
+                self.caller_invites
+                    .get(&(call_id.to_owned(), tag.to_owned()))
+                    .is_some_and(|(_, seq)| *seq == cseq.seq)
+            }),
+            _ => false,
+        }
     }
 
     fn branch_prefix(&self) -> String {
@@ -1123,15 +1173,18 @@ impl Core {
         let Some(call) = self.calls.get_mut(call_id) else { return };
         call.relay_in_flight = false;
         let ending = call.phase == Phase::Ending;
-        if ending {
-            if call.relay_next.is_none() {
-                // The delete's reply (or the last put before it): finalize.
-                if let Ok(Some(view)) = &result {
-                    call.relay_view = Some(view.clone());
+        if ending && call.relay_next.is_none() {
+            // The delete's reply (or the last put before it): finalize.
+            match &result {
+                Ok(Some(view)) => call.relay_view = Some(view.clone()),
+                Ok(None) => {}
+                Err(reason) => {
+                    self.stats.relay_errors += 1;
+                    warn!(call = call_id, %reason, "relayd session delete failed");
                 }
-                self.finish(unix_ms, call_id);
-                return;
             }
+            self.finish(unix_ms, call_id);
+            return;
         }
         match result {
             Ok(view) => {
@@ -1173,6 +1226,12 @@ impl Core {
                     Phase::AnswerRelay => {
                         self.hang_up_both(now, unix_ms, call_id, "relay_error");
                     }
+                    Phase::Confirmed if call.reinvite.as_ref().is_some_and(|re| re.answered) => {
+                        // The other leg already moved to the new media, relayd did not: the
+                        // re-INVITE cannot be completed and the media is broken.
+                        self.refuse_reinvite(now, unix_ms, call_id, 500, "Media Relay Failure");
+                        self.hang_up_both(now, unix_ms, call_id, "relay_error");
+                    }
                     _ => {}
                 }
             }
@@ -1211,7 +1270,7 @@ impl Core {
             .with_header("To", call.b.remote_uri.clone())
             .with_header("Call-ID", call.b.call_id.clone())
             .with_header("CSeq", "1 INVITE")
-            .with_header("Contact", identity.contact(&transport, &call.id))
+            .with_header("Contact", identity.contact(&transport, &call.id, call.b.sips))
             .with_header("Allow", ALLOW)
             .with_header("User-Agent", user_agent);
         request = request.with_body("application/sdp", body);
@@ -1237,14 +1296,36 @@ impl Core {
         response: Response,
         retransmission: bool,
     ) {
+        // §9.1: a CANCEL waiting for the first provisional goes now (the call may be gone).
+        if response.status > 100
+            && response.status < 200
+            && self.pending_cancels.remove(&tx)
+        {
+            if let Err(e) = self.tx.send_cancel(now, tx) {
+                debug!(error = %e, "deferred CANCEL not sent");
+            }
+            return;
+        }
+        if self.relayed.contains_key(&tx) {
+            // Relayed in-dialog requests are answered even when the call has ended since.
+            let call_id = self.clients.get(&tx).map(|(c, _, _)| c.clone()).unwrap_or_default();
+            return self.on_relayed_response(now, &call_id, tx, &response);
+        }
         let Some((call_id, side, method)) = self.clients.get(&tx).cloned() else {
+            // A 2xx to an INVITE of a call that has ended: that dialog must not stay up.
+            let is_invite = response.headers.cseq().is_ok_and(|c| c.method == Method::Invite);
+            if is_invite && (200..300).contains(&response.status) {
+                if let Some(flow) = self.tx.client_target(tx).cloned() {
+                    self.ack_and_bye(now, &response, flow, !retransmission);
+                }
+            }
             return;
         };
         match method {
             Method::Invite if side == Side::B && self.calls.get(&call_id).is_some_and(|c| c.b_invite == Some(tx)) => {
                 self.on_callee_invite_response(now, unix_ms, &call_id, response, retransmission);
             }
-            Method::Invite => self.on_reinvite_response(now, unix_ms, &call_id, side, tx, response),
+            Method::Invite => self.on_reinvite_response(now, unix_ms, &call_id, side, tx, &response),
             Method::Bye | Method::Cancel => {}
             _ => self.on_relayed_response(now, &call_id, tx, &response),
         }
@@ -1261,16 +1342,17 @@ impl Core {
         let status = response.status;
         let Some(call) = self.calls.get_mut(id) else { return };
         if (200..300).contains(&status) {
+            if call.phase == Phase::Ending {
+                // Answered after a CANCEL or a failure: ACK it and end that dialog too (§15).
+                let flow = call.b.flow.clone();
+                return self.ack_and_bye(now, &response, flow, !retransmission);
+            }
             // ACK every 2xx, retransmissions included (§13.2.2.4).
             if call.b_ack.is_none() || retransmission {
                 self.ack_callee(id, &response);
             }
             let Some(call) = self.calls.get_mut(id) else { return };
             if retransmission || call.phase != Phase::Calling {
-                if call.phase == Phase::Ending {
-                    // Answered after a CANCEL or a failure: end that dialog too.
-                    self.send_bye(now, id, Side::B);
-                }
                 return;
             }
             call.b.remote_tag = response.headers.to().ok().and_then(|to| to.tag().map(str::to_owned));
@@ -1308,15 +1390,6 @@ impl Core {
             };
             self.fail_caller(now, unix_ms, id, code, &reason, "rejected");
         } else if status > 100 {
-            if call.cancel_pending {
-                call.cancel_pending = false;
-                if let Some(tx) = call.b_invite {
-                    if let Ok(cancel) = self.tx.send_cancel(now, tx) {
-                        self.clients.insert(cancel, (id.to_owned(), Side::B, Method::Cancel));
-                    }
-                }
-                return;
-            }
             if call.phase != Phase::Calling {
                 return;
             }
@@ -1398,6 +1471,13 @@ impl Core {
             .map(|(i, m)| {
                 let mux = if ch == 'a' { m.a_mux } else { m.b_mux };
                 let (port, rtcp) = media::relay_port(&view, ch, i, mux);
+                // RFC 5761 §5.1.1: offer mux with the RTCP port as a fallback.
+                let rtcp = match rtcp {
+                    RtcpPlan::Port(fallback) if offering && ch == 'b' && m.b_mux_offered => {
+                        RtcpPlan::MuxWithFallback(fallback)
+                    }
+                    other => other,
+                };
                 let port = if m.active() { port } else { 0 };
                 let plan = if offering {
                     m.offer.as_ref().map(|o| MediaPlan::from_offer(o, port, rtcp))
@@ -1448,7 +1528,7 @@ impl Core {
         if (101..300).contains(&status) {
             response
                 .headers
-                .push("Contact", self.identity.contact(call.a.transport(), &call.id));
+                .push("Contact", self.identity.contact(call.a.transport(), &call.id, call.a.sips));
             for route in call.a_invite_request.headers.get_all("Record-Route") {
                 response.headers.push("Record-Route", route);
             }
@@ -1487,13 +1567,17 @@ impl Core {
         self.respond(now, tx, &response);
         let Some(call) = self.calls.get_mut(id) else { return };
         call.phase = Phase::Confirmed;
-        call.ring_deadline = None;
+        if let Some(at) = call.ring_deadline.take() {
+            self.timers.remove(&(at, id.to_owned()));
+        }
         call.record.state = CallState::Confirmed;
         call.record.status = Some(200);
         call.record.answered_unix_ms = Some(unix_ms);
         self.stats.calls_answered += 1;
-        if !reliable {
-            let next = now + T1;
+        // §13.3.1.4: retransmit over UDP until the ACK; on any transport, no ACK within
+        // 64*T1 ends the call (a reliable transport only skips the retransmissions).
+        {
+            let next = if reliable { now + T1 * 64 } else { now + T1 };
             call.ok = Some(OkRetransmit {
                 side: Side::A,
                 tx: Some(tx),
@@ -1517,13 +1601,13 @@ impl Core {
             return;
         };
         if let Some(call) = self.calls.get_mut(&id) {
-            if call.ok.as_ref().is_some_and(|ok| ok.side == side) {
-                call.ok = None;
+            if let Some(ok) = call.ok.take_if(|ok| ok.side == side) {
+                self.timers.remove(&(ok.next, id));
             }
         }
     }
 
-    fn on_stray_response(&mut self, response: &Response, _source: &Target) {
+    fn on_stray_response(&mut self, now: Instant, response: &Response, source: &Target) {
         // A 2xx retransmission for a dialog whose INVITE transaction has gone: ACK it again.
         if !(200..300).contains(&response.status) {
             return;
@@ -1536,16 +1620,36 @@ impl Core {
             return;
         };
         let Some(tag) = from.tag() else { return };
-        if let Some((id, Side::B)) = self.dialogs.get(&(call_id.to_owned(), tag.to_owned())).cloned() {
-            if let Some(ack) = self.calls.get(&id).and_then(|c| c.b_ack.clone().map(|a| (a, c.b.flow.clone()))) {
-                self.tx.send_stateless(ack.0.to_bytes(), ack.1);
+        if let Some((id, side)) = self.dialogs.get(&(call_id.to_owned(), tag.to_owned())).cloned() {
+            if side == Side::B && cseq.seq == 1 {
+                // The callee's answer to our first INVITE: the same ACK again.
+                if let Some(ack) = self.calls.get(&id).and_then(|c| c.b_ack.clone().map(|a| (a, c.b.flow.clone()))) {
+                    self.tx.send_stateless(ack.0.to_bytes(), ack.1);
+                }
+            } else {
+                // A 2xx to one of our re-INVITEs in a live dialog.
+                self.ack_in_dialog(&id, side, response);
             }
+            return;
+        }
+        // Not a live dialog, but our INVITE (our branch): the call ended before this 2xx.
+        let ours = response
+            .headers
+            .top_via()
+            .is_ok_and(|via| via.branch().is_some_and(|b| b.starts_with(&self.branch_prefix())));
+        if ours {
+            self.ack_and_bye(now, response, source.clone(), true);
         }
     }
 
     fn on_tx_failure(&mut self, now: Instant, unix_ms: u64, id: TxId) {
         match id {
             TxId::Client(client) => {
+                if let Some((server, request)) = self.relayed.remove(&client) {
+                    // The other leg never answered the relayed request (§8.1.3.1: 408).
+                    let response = Response::from_request(&request, 408, Some("Request Timeout"));
+                    self.respond(now, server, &response);
+                }
                 let Some((call_id, side, method)) = self.clients.remove(&client) else { return };
                 let is_invite = self.calls.get(&call_id).is_some_and(|c| c.b_invite == Some(client));
                 if method == Method::Invite && is_invite {
@@ -1554,6 +1658,7 @@ impl Core {
                     }
                 } else if method == Method::Invite {
                     // A re-INVITE got no answer: the dialog is gone (§14.1).
+                    self.refuse_reinvite(now, unix_ms, &call_id, 408, "Request Timeout");
                     self.hang_up_both(now, unix_ms, &call_id, "reinvite_timeout");
                 } else if method == Method::Bye {
                     let _ = side;
@@ -1585,13 +1690,20 @@ impl Core {
     fn cancel_callee(&mut self, now: Instant, id: &str) {
         let Some(call) = self.calls.get_mut(id) else { return };
         match (call.phase, call.b_invite) {
-            (Phase::Calling, Some(tx)) => match self.tx.send_cancel(now, tx) {
-                Ok(cancel) => {
-                    self.clients.insert(cancel, (id.to_owned(), Side::B, Method::Cancel));
+            (Phase::Calling, Some(tx)) if !call.callee_cancelled => {
+                call.callee_cancelled = true;
+                match self.tx.send_cancel(now, tx) {
+                    Ok(cancel) => {
+                        self.clients.insert(cancel, (id.to_owned(), Side::B, Method::Cancel));
+                    }
+                    // §9.1: no provisional yet, CANCEL once one arrives.
+                    Err(sip::transaction::TxError::NoProvisionalYet) => {
+                        self.pending_cancels.insert(tx);
+                    }
+                    // A final response arrived or the transaction is gone: nothing to cancel.
+                    Err(e) => debug!(call = id, error = %e, "CANCEL not sent"),
                 }
-                // §9.1: no provisional yet, CANCEL once one arrives.
-                Err(_) => call.cancel_pending = true,
-            },
+            }
             (Phase::AnswerRelay, _) => {
                 // The callee already answered: end that dialog.
                 self.send_bye(now, id, Side::B);
@@ -1610,12 +1722,9 @@ impl Core {
             }
         }
         if let Some(call) = self.calls.get_mut(id) {
-            if call.phase == Phase::Calling {
-                call.cancel_pending = true;
-            }
             call.record.status = Some(status);
         }
-        self.end_call(unix_ms, id, end);
+        self.end_call(now, unix_ms, id, end);
     }
 
     /// Sends BYE on both legs (as far as they exist) and ends the call.
@@ -1638,7 +1747,7 @@ impl Core {
             }
             _ => {}
         }
-        self.end_call(unix_ms, id, reason);
+        self.end_call(now, unix_ms, id, reason);
     }
 
     fn send_bye(&mut self, now: Instant, id: &str, side: Side) {
@@ -1673,14 +1782,24 @@ impl Core {
     }
 
     /// Marks the call ending and deletes its relay session; [`Self::finish`] completes it.
-    fn end_call(&mut self, unix_ms: u64, id: &str, reason: &str) {
-        let Some(call) = self.calls.get_mut(id) else { return };
+    fn end_call(&mut self, now: Instant, unix_ms: u64, id: &str, reason: &str) {
+        let Some(call) = self.calls.get(id) else { return };
         if call.phase == Phase::Ending {
             return;
         }
+        if call.reinvite.is_some() {
+            // A re-INVITE still waiting for the other leg gets its final response now.
+            self.refuse_reinvite(now, unix_ms, id, 487, "Request Terminated");
+        }
+        let Some(call) = self.calls.get_mut(id) else { return };
         info!(call = id, reason, "call ending");
         call.phase = Phase::Ending;
-        call.ok = None;
+        if let Some(ok) = call.ok.take() {
+            self.timers.remove(&(ok.next, id.to_owned()));
+        }
+        if let Some(at) = call.ring_deadline.take() {
+            self.timers.remove(&(at, id.to_owned()));
+        }
         call.record.end_reason = Some(reason.to_owned());
         call.record.ended_unix_ms = Some(unix_ms);
         Self::queue_relay(&mut self.outputs, call, RelayRequest::Delete);
@@ -1688,7 +1807,19 @@ impl Core {
 
     fn finish(&mut self, unix_ms: u64, id: &str) {
         let Some(mut call) = self.calls.remove(id) else { return };
+        if let Some(ok) = call.ok.take() {
+            self.timers.remove(&(ok.next, id.to_owned()));
+        }
+        if let Some(at) = call.ring_deadline.take() {
+            self.timers.remove(&(at, id.to_owned()));
+        }
         self.dialogs.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        if let Some(tag) = call.a.remote_tag.clone() {
+            let key = (call.a.call_id.clone(), tag);
+            if self.caller_invites.get(&key).is_some_and(|(c, _)| c == id) {
+                self.caller_invites.remove(&key);
+            }
+        }
         self.dialogs.remove(&(call.b.call_id.clone(), call.b.local_tag.clone()));
         self.server_invites.retain(|_, c| c != id);
         self.server_reinvites.retain(|_, c| c != id);
@@ -1762,7 +1893,8 @@ impl Core {
             if now >= ok.next {
                 let response = ok.response.clone();
                 ok.interval = (ok.interval * 2).min(T2);
-                ok.next = now + ok.interval;
+                // The last wait ends at 64*T1 itself, when the call is given up.
+                ok.next = (now + ok.interval).min(ok.give_up);
                 let next = ok.next;
                 let flow = match ok.side {
                     Side::A => call.a.flow.clone(),
@@ -1822,16 +1954,20 @@ impl Core {
                 match phase {
                     Some(Phase::Confirmed) => {
                         self.send_bye(now, &call, side.other());
-                        self.end_call(unix_ms, &call, reason);
+                        self.end_call(now, unix_ms, &call, reason);
                     }
                     Some(Phase::Calling | Phase::OfferRelay | Phase::AnswerRelay) if side == Side::A => {
                         self.cancel_callee(now, &call);
                         self.fail_caller(now, unix_ms, &call, 487, "Request Terminated", reason);
                     }
-                    _ => self.end_call(unix_ms, &call, reason),
+                    Some(Phase::Calling | Phase::AnswerRelay) => {
+                        // The callee ended its dialog before the caller was answered.
+                        self.fail_caller(now, unix_ms, &call, 480, "Temporarily Unavailable", reason);
+                    }
+                    _ => self.end_call(now, unix_ms, &call, reason),
                 }
             }
-            Method::Invite => self.on_reinvite(now, unix_ms, id, request, &call, side),
+            Method::Invite => self.on_reinvite(now, unix_ms, id, &request, &call, side),
             Method::Options => {
                 let mut ok = Response::from_request(&request, 200, None);
                 ok.headers.push("Allow", ALLOW);
@@ -1845,7 +1981,7 @@ impl Core {
 
     /// Carries an in-dialog request (INFO) to the other leg; its final response comes back.
     fn relay_request(&mut self, now: Instant, id: ServerTxId, request: Request, call_id: &str, side: Side) {
-        let Some(mut out) = self.in_dialog_request(call_id, side.other(), request.method.clone(), &request) else {
+        let Some(mut out) = self.in_dialog_request(call_id, side.other(), &request.method, &request) else {
             return self.reject(now, id, &request, 481, "Call/Transaction Does Not Exist");
         };
         if !request.body.is_empty() {
@@ -1881,85 +2017,58 @@ impl Core {
     /// A re-INVITE from `side` (hold, resume, re-key, address change, session refresh): we
     /// answer it only after the other leg accepted our matching re-offer and relayd carries
     /// the new media (RFC 3261 §14, RFC 4568 §7.1.4).
-    fn on_reinvite(&mut self, now: Instant, unix_ms: u64, id: ServerTxId, request: Request, call_id: &str, side: Side) {
+    fn on_reinvite(&mut self, now: Instant, unix_ms: u64, id: ServerTxId, request: &Request, call_id: &str, side: Side) {
         let Some(call) = self.calls.get(call_id) else { return };
         if call.phase != Phase::Confirmed {
-            return self.reject(now, id, &request, 491, "Request Pending");
+            return self.reject(now, id, request, 491, "Request Pending");
         }
-        if call.reinvite.is_some() {
-            // §14.2: an offer/answer exchange is already in progress.
-            return self.reject(now, id, &request, 491, "Request Pending");
+        if let Some(re) = &call.reinvite {
+            if re.from == side {
+                // §14.2: their previous INVITE is still unanswered: 500 with a Retry-After
+                // of 0 to 10 seconds.
+                let mut response = Response::from_request(request, 500, Some("Previous INVITE Pending"));
+                response.headers.push("Retry-After", (random_bytes8()[0] % 11).to_string());
+                self.stats.rejected += 1;
+                return self.respond(now, id, &response);
+            }
+            // §14.2: glare with our own re-INVITE on this dialog.
+            return self.reject(now, id, request, 491, "Request Pending");
         }
         if request.body.is_empty() {
             // Offerless re-INVITE (a session refresh): our current SDP is the offer, and the
             // answer in the ACK leaves the media as it is.
             let sdp = match self.sdp_to(call_id, side, false) {
                 Ok(sdp) => sdp,
-                Err((status, reason)) => return self.reject(now, id, &request, status, &reason),
+                Err((status, reason)) => return self.reject(now, id, request, status, &reason),
             };
-            return self.answer_reinvite(now, call_id, side, id, &request, sdp);
+            return self.answer_reinvite(now, call_id, side, id, request, sdp);
         }
         let offer = match Sdp::parse(&request.body) {
             Ok(offer) => offer,
-            Err(e) => return self.reject(now, id, &request, e.sip_status(), e.reason_phrase()),
+            Err(e) => return self.reject(now, id, request, e.sip_status(), e.reason_phrase()),
         };
         let Some(call) = self.calls.get_mut(call_id) else { return };
         if offer.media().len() != call.media.len() {
-            return self.reject(now, id, &request, 488, "Changing the number of media streams is not supported");
+            return self.reject(now, id, request, 488, "Changing the number of media streams is not supported");
         }
         let (settings, other_settings) = match side {
             Side::A => (call.a.settings.clone(), call.b.settings.clone()),
             Side::B => (call.b.settings.clone(), call.a.settings.clone()),
         };
-        let answers = match sdp::answer_sdp(&offer, &settings, &[]) {
-            Ok(answers) => answers,
-            Err(e) => return self.reject(now, id, &request, e.sip_status(), e.reason_phrase()),
-        };
         let previous = call.media.clone();
-        let ch = if side == Side::A { 'a' } else { 'b' };
-        let other = if side == Side::A { 'b' } else { 'a' };
-        for (i, (section, mut answer)) in offer.media().iter().zip(answers).enumerate() {
-            let Ok(remote) = media::remote_of(&offer, section) else {
-                return self.reject(now, id, &request, 488, "Bad media address");
-            };
-            let state = &mut call.media[i];
-            let old_remote = if side == Side::A { state.a_remote } else { state.b_remote };
-            let moved = remote.is_some() && old_remote.is_some() && remote != old_remote;
-            // Same key from the peer and no move: keep our key too (no re-key on hold/resume).
-            if let (
-                Some(Negotiated::Srtp { keys: old, .. }),
-                Negotiated::Srtp { keys: new, .. },
-            ) = (state.negotiated(ch), &mut answer.negotiated)
-            {
-                if !moved && old.inbound == new.inbound {
-                    new.outbound = old.outbound.clone();
-                }
-            }
-            let kept: Vec<_> = state
-                .negotiated(other)
-                .map(|n| n.sdp_crypto().to_vec())
-                .unwrap_or_default();
-            let reuse = if kept.is_empty() { KeyReuse::Fresh } else { KeyReuse::Keep(&kept) };
-            let re_offer = match sdp::negotiation::offer_media(section, &other_settings, reuse) {
-                Ok(o) => o,
-                Err(e) => return self.reject(now, id, &request, e.sip_status(), e.reason_phrase()),
-            };
-            let remote = remote.or(old_remote);
-            match side {
-                Side::A => {
-                    state.a = Some(answer.negotiated);
-                    state.a_remote = remote;
-                }
-                Side::B => {
-                    state.b = Some(answer.negotiated);
-                    state.b_remote = remote;
-                }
-            }
-            state.offer = Some(re_offer);
-        }
-        match side {
-            Side::A => call.a.last_sdp = request.body.clone(),
-            Side::B => call.b.last_sdp = request.body.clone(),
+        let updated = match renegotiate(&call.media, &offer, side, &settings, &other_settings) {
+            Ok(updated) => updated,
+            Err((status, reason)) => return self.reject(now, id, request, status, &reason),
+        };
+        call.media = updated;
+        let leg = match side {
+            Side::A => &mut call.a,
+            Side::B => &mut call.b,
+        };
+        let previous_sdp = std::mem::replace(&mut leg.last_sdp, request.body.clone());
+        // §12.2.2: a re-INVITE refreshes the remote target.
+        if let Some(target) = contact_target(&request.headers) {
+            leg.remote_target = Some(target);
         }
         call.reinvite = Some(ReInvite {
             from: side,
@@ -1968,13 +2077,14 @@ impl Core {
             client_tx: None,
             answered: false,
             previous,
+            previous_sdp,
         });
         self.server_reinvites.insert(id, call_id.to_owned());
         let body = match self.sdp_to(call_id, side.other(), true) {
             Ok(body) => body,
             Err((status, reason)) => return self.refuse_reinvite(now, unix_ms, call_id, status, &reason),
         };
-        let Some(out) = self.in_dialog_request(call_id, side.other(), Method::Invite, &request) else {
+        let Some(out) = self.in_dialog_request(call_id, side.other(), &Method::Invite, request) else {
             return self.refuse_reinvite(now, unix_ms, call_id, 500, "Dialog incomplete");
         };
         let out = out.with_body("application/sdp", body);
@@ -1995,6 +2105,10 @@ impl Core {
         let Some(call) = self.calls.get_mut(call_id) else { return };
         let Some(re) = call.reinvite.take() else { return };
         call.media = re.previous;
+        match re.from {
+            Side::A => call.a.last_sdp = re.previous_sdp,
+            Side::B => call.b.last_sdp = re.previous_sdp,
+        }
         let mut response = Response::from_request(&re.request, status, Some(reason));
         response.headers.push("Allow", ALLOW);
         self.stats.rejected += 1;
@@ -2006,15 +2120,15 @@ impl Core {
         let Some(call) = self.calls.get(call_id) else { return };
         let leg = if side == Side::A { &call.a } else { &call.b };
         let mut response = Response::from_request(request, 200, None);
-        response.headers.push("Contact", self.identity.contact(leg.transport(), call_id));
+        response.headers.push("Contact", self.identity.contact(leg.transport(), call_id, leg.sips));
         response.headers.push("Allow", ALLOW);
         response.headers.push("Content-Type", "application/sdp");
         response.body = sdp;
         let reliable = leg.flow.transport != Transport::Udp;
         self.respond(now, tx, &response);
-        if !reliable {
+        {
             let Some(call) = self.calls.get_mut(call_id) else { return };
-            let next = now + T1;
+            let next = if reliable { now + T1 * 64 } else { now + T1 };
             call.ok = Some(OkRetransmit {
                 side,
                 tx: Some(tx),
@@ -2027,14 +2141,21 @@ impl Core {
         }
     }
 
-    fn on_reinvite_response(&mut self, now: Instant, unix_ms: u64, call_id: &str, side: Side, tx: ClientTxId, response: Response) {
+    fn on_reinvite_response(&mut self, now: Instant, unix_ms: u64, call_id: &str, side: Side, tx: ClientTxId, response: &Response) {
         if response.status < 200 {
             return;
         }
         let Some(call) = self.calls.get_mut(call_id) else { return };
         let ours = call.reinvite.as_ref().is_some_and(|re| re.client_tx == Some(tx));
         if (200..300).contains(&response.status) {
-            self.ack_in_dialog(call_id, side, &response);
+            // §12.2.1.2: a 2xx to a re-INVITE refreshes the remote target.
+            if let Some(target) = contact_target(&response.headers) {
+                match side {
+                    Side::A => call.a.remote_target = Some(target),
+                    Side::B => call.b.remote_target = Some(target),
+                }
+            }
+            self.ack_in_dialog(call_id, side, response);
             let Some(call) = self.calls.get_mut(call_id) else { return };
             if !ours || call.reinvite.as_ref().is_some_and(|re| re.answered) {
                 return;
@@ -2078,7 +2199,7 @@ impl Core {
         self.publish(call_id);
     }
 
-    /// ACK for a 2xx to our in-dialog INVITE on `side` (§13.2.2.4: same CSeq number).
+    /// ACK for a 2xx to our in-dialog INVITE on `side` (§13.2.2.4: same `CSeq` number).
     fn ack_in_dialog(&mut self, call_id: &str, side: Side, response: &Response) {
         let Ok(cseq) = response.headers.cseq() else { return };
         let branch = self.new_branch();
@@ -2102,6 +2223,49 @@ impl Core {
         self.tx.send_stateless(ack.to_bytes(), leg.flow.clone());
     }
 
+    /// ACKs a 2xx to one of our INVITEs whose dialog we do not want (the call ended first) and,
+    /// with `bye`, ends that dialog (RFC 3261 §13.2.2.4, §15): built from the response alone,
+    /// since the call may be gone.
+    fn ack_and_bye(&mut self, now: Instant, response: &Response, flow: Target, bye: bool) {
+        let headers = &response.headers;
+        let (Ok(cseq), Ok(call_id), Some(from), Some(to)) = (
+            headers.cseq(),
+            headers.call_id(),
+            headers.get("From"),
+            headers.get("To"),
+        ) else {
+            return;
+        };
+        let Some(uri) = contact_target(headers) else { return };
+        // UAC route set: Record-Route in reverse order (§12.1.2).
+        let routes: Vec<String> = headers
+            .record_routes()
+            .map(|r| r.iter().rev().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let identity = self.identity.clone();
+        let build = |method: Method, seq: u32, branch: &str| {
+            let mut request = Request::new(method.clone(), uri.clone())
+                .with_header("Via", identity.via(&flow.transport, branch))
+                .with_header("Max-Forwards", "70")
+                .with_header("From", from)
+                .with_header("To", to)
+                .with_header("Call-ID", call_id)
+                .with_header("CSeq", format!("{seq} {}", method.as_str()));
+            for route in &routes {
+                request.headers.push("Route", route.clone());
+            }
+            request
+        };
+        let ack = build(Method::Ack, cseq.seq, &self.new_branch());
+        self.tx.send_stateless(ack.to_bytes(), flow.clone());
+        if bye {
+            let request = build(Method::Bye, cseq.seq.saturating_add(1), &self.new_branch());
+            if let Err(e) = self.tx.send_request(now, request, flow) {
+                debug!(error = %e, "BYE for an unwanted dialog not sent");
+            }
+        }
+    }
+
     fn leg(&self, call_id: &str, side: Side) -> Option<&Leg> {
         self.calls.get(call_id).map(|c| match side {
             Side::A => &c.a,
@@ -2110,7 +2274,7 @@ impl Core {
     }
 
     /// A new in-dialog request on `side` (§12.2.1.1).
-    fn in_dialog_request(&mut self, call_id: &str, side: Side, method: Method, _original: &Request) -> Option<Request> {
+    fn in_dialog_request(&mut self, call_id: &str, side: Side, method: &Method, _original: &Request) -> Option<Request> {
         let branch = self.new_branch();
         let identity = self.identity.clone();
         let call = self.calls.get_mut(call_id)?;
@@ -2129,7 +2293,7 @@ impl Core {
             .with_header("To", format!("{};tag={remote_tag}", leg.remote_uri))
             .with_header("Call-ID", leg.call_id.clone())
             .with_header("CSeq", format!("{} {}", leg.local_cseq, method.as_str()))
-            .with_header("Contact", identity.contact(&transport, call_id));
+            .with_header("Contact", identity.contact(&transport, call_id, leg.sips));
         for route in &leg.route_set {
             request.headers.push("Route", route.clone());
         }
@@ -2148,6 +2312,64 @@ fn contact_uri(contact: sip::Contact) -> Option<Uri> {
         sip::Contact::Address(addr) => Some(addr.uri().clone()),
         sip::Contact::Wildcard => None,
     }
+}
+
+/// The URI of the first Contact (a dialog's remote target).
+fn contact_target(headers: &sip::Headers) -> Option<Uri> {
+    headers
+        .contacts()
+        .ok()
+        .and_then(|c| c.into_iter().find_map(contact_uri))
+}
+
+/// Negotiates a re-INVITE's offer from `side` on a copy of the call's media (a section refused
+/// half-way leaves the call untouched): our answer per section, keeping our key when the peer
+/// kept its own and did not move (no re-key on hold/resume), and our re-offer to the other leg
+/// with that leg's keys kept. Errors carry the SIP status and reason.
+fn renegotiate(
+    media: &[MediaState],
+    offer: &Sdp<'_>,
+    side: Side,
+    settings: &SrtpSettings,
+    other_settings: &SrtpSettings,
+) -> Result<Vec<MediaState>, (u16, String)> {
+    let err = |e: sdp::SdpError| (e.sip_status(), e.reason_phrase().to_owned());
+    let answers = sdp::answer_sdp(offer, settings, &[]).map_err(err)?;
+    let mut updated = media.to_vec();
+    let (ch, other) = if side == Side::A { ('a', 'b') } else { ('b', 'a') };
+    for (i, (section, mut answer)) in offer.media().iter().zip(answers).enumerate() {
+        let remote =
+            media::remote_of(offer, section).map_err(|_| (488, "Bad media address".to_owned()))?;
+        let state = &mut updated[i];
+        let old_remote = if side == Side::A { state.a_remote } else { state.b_remote };
+        let moved = remote.is_some() && old_remote.is_some() && remote != old_remote;
+        if let (Some(Negotiated::Srtp { keys: old, .. }), Negotiated::Srtp { keys: new, .. }) =
+            (state.negotiated(ch), &mut answer.negotiated)
+        {
+            if !moved && old.inbound == new.inbound {
+                new.outbound = old.outbound.clone();
+            }
+        }
+        let kept: Vec<_> = state
+            .negotiated(other)
+            .map(|n| n.sdp_crypto().to_vec())
+            .unwrap_or_default();
+        let reuse = if kept.is_empty() { KeyReuse::Fresh } else { KeyReuse::Keep(&kept) };
+        let re_offer = sdp::negotiation::offer_media(section, other_settings, reuse).map_err(err)?;
+        let remote = remote.or(old_remote);
+        match side {
+            Side::A => {
+                state.a = Some(answer.negotiated);
+                state.a_remote = remote;
+            }
+            Side::B => {
+                state.b = Some(answer.negotiated);
+                state.b_remote = remote;
+            }
+        }
+        state.offer = Some(re_offer);
+    }
+    Ok(updated)
 }
 
 fn registrar_contacts(contacts: &[sip::Contact]) -> Result<registrar::Contacts, String> {
@@ -2170,7 +2392,7 @@ fn registrar_contacts(contacts: &[sip::Contact]) -> Result<registrar::Contacts, 
             uri: addr.uri().to_string(),
             expires,
             q,
-            instance: addr.param("+sip.instance").and_then(|p| p.unquoted_value()),
+            instance: addr.param("+sip.instance").and_then(sip::Param::unquoted_value),
             reg_id: addr
                 .param("reg-id")
                 .and_then(|p| p.value())
@@ -2206,7 +2428,9 @@ fn negotiate_offer(
         media.push(MediaState {
             a_remote: media::remote_of(offer, section).map_err(err)?,
             a_mux: section.rtcp_mux(),
-            b_mux: section.rtcp_mux(),
+            // Until the callee's answer says otherwise, leg b keeps a separate RTCP port.
+            b_mux: false,
+            b_mux_offered: section.rtcp_mux(),
             a: Some(answer.negotiated),
             offer: Some(b_offer),
             b: None,
@@ -2240,6 +2464,8 @@ fn apply_answer(call: &mut Call, side: Side, body: &[u8]) -> Result<(), (u16, St
             Side::B => {
                 state.b_remote = remote.or(state.b_remote);
                 state.b = Some(negotiated);
+                // RFC 5761 §5.1.1: mux only when offered and accepted.
+                state.b_mux = state.b_mux_offered && section.rtcp_mux();
             }
         }
     }

@@ -107,11 +107,24 @@ pub fn is_list_header(name: &str) -> bool {
     LIST_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(full))
 }
 
-/// One header field: name as spelled, value unfolded and trimmed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One header field: name as spelled, value unfolded and trimmed. `Debug` redacts the values
+/// of credential fields (`Authorization`, `Proxy-Authorization`): messages are kept in call
+/// state that may be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Header {
     name: String,
     value: String,
+}
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = names_match(&self.name, "Authorization")
+            || names_match(&self.name, "Proxy-Authorization");
+        f.debug_struct("Header")
+            .field("name", &self.name)
+            .field("value", if secret { &"<redacted>" } else { &self.value })
+            .finish()
+    }
 }
 
 impl Header {
@@ -457,6 +470,16 @@ impl<'a> IntoIterator for &'a Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_stay_out_of_debug() {
+        let mut headers = Headers::new();
+        headers.push("Proxy-Authorization", "Digest username=\"a\", response=\"0123abcd\"");
+        headers.push("Subject", "visible");
+        let debug = format!("{headers:?}");
+        assert!(!debug.contains("0123abcd"), "{debug}");
+        assert!(debug.contains("visible"));
+    }
 
     fn sample() -> Headers {
         let mut h = Headers::new();

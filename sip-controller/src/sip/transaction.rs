@@ -835,7 +835,7 @@ impl ClientTransaction {
                 self.arm(io, Timer::E, now + self.interval);
                 Fate::Alive
             }
-            (Timer::B, ClientState::Calling)
+            (Timer::B, ClientState::Calling | ClientState::Proceeding)
             | (Timer::F, ClientState::Trying | ClientState::Proceeding) => {
                 // §17.1.1.2, §17.1.2.2: inform the TU of the timeout.
                 io.event(TxEvent::Timeout {
@@ -1229,7 +1229,15 @@ impl TransactionLayer {
             .client_target(id)
             .cloned()
             .ok_or(TxError::UnknownTransaction { id: id.into() })?;
-        self.send_request(now, cancel, target)
+        let cancel_id = self.send_request(now, cancel, target)?;
+        // §9.1: an INVITE with no final response 64*T1 after its CANCEL is considered
+        // cancelled and destroyed (Timer B's slot is free once the transaction is
+        // `Proceeding`).
+        let deadline = now + self.config.timers.transaction_timeout();
+        if let Some(tx) = self.clients.get_mut(&id) {
+            tx.arm(&mut self.io, Timer::B, deadline);
+        }
+        Ok(cancel_id)
     }
 
     /// A request received from `source` (already stamped with `received`/`rport` by the driver,

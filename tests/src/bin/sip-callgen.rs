@@ -8,9 +8,16 @@
 //! verified). Reports offered, completed and failed calls, the achieved setup rate and setup
 //! latency (INVITE sent to 200 received) as JSON.
 //!
-//! SIPp covers UDP/TCP (Debian's build has no TLS); this tool covers TLS, which is why it
+//! `SIPp` covers UDP/TCP (Debian's build has no TLS); this tool covers TLS, which is why it
 //! exists. It uses sip-controller's own transport and codec, so it measures the controller,
 //! not a different SIP stack's quirks.
+
+// Rates and percentiles over call counts far below 2^52: float conversions are exact enough.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 use std::{
     collections::HashMap,
@@ -112,7 +119,10 @@ fn main() -> ExitCode {
         eprintln!("sip-callgen: --rate and --calls must be positive");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sip-callgen: runtime: {e}");
@@ -281,7 +291,9 @@ async fn run(args: &Args, transport: Transport) -> Result<Report, String> {
         }
     }
     for _ in &calls {
-        *failures.entry("unfinished at the end".to_owned()).or_default() += 1;
+        *failures
+            .entry("unfinished at the end".to_owned())
+            .or_default() += 1;
     }
     let elapsed = start.elapsed().as_secs_f64();
     setup_ms.sort_by(f64::total_cmp);
@@ -334,7 +346,9 @@ async fn uac_response(
         return;
     };
     let call_id = call_id.to_owned();
-    let Some(call) = calls.get_mut(&call_id) else { return };
+    let Some(call) = calls.get_mut(&call_id) else {
+        return;
+    };
     if response.status < 200 {
         return;
     }
@@ -376,14 +390,18 @@ async fn uac_response(
             call.bye_at = Some(Instant::now() + hold);
         }
         Method::Invite => {
-            *failures.entry(format!("INVITE {}", response.status)).or_default() += 1;
+            *failures
+                .entry(format!("INVITE {}", response.status))
+                .or_default() += 1;
             calls.remove(&call_id);
         }
         Method::Bye => {
             if (200..300).contains(&response.status) {
                 *completed += 1;
             } else {
-                *failures.entry(format!("BYE {}", response.status)).or_default() += 1;
+                *failures
+                    .entry(format!("BYE {}", response.status))
+                    .or_default() += 1;
             }
             calls.remove(&call_id);
         }
@@ -405,7 +423,11 @@ async fn uas(layer: &TransportLayer, inbound: &Inbound, request: &Request) {
         let _ = response.set_to_tag("uas1");
         response.headers.push(
             "Contact",
-            format!("<sip:uas@{};transport={}>", inbound.local, transport_wire(inbound.transport).to_ascii_lowercase()),
+            format!(
+                "<sip:uas@{};transport={}>",
+                inbound.local,
+                transport_wire(inbound.transport).to_ascii_lowercase()
+            ),
         );
     }
     if let Some(body) = body {
@@ -419,7 +441,11 @@ async fn uas(layer: &TransportLayer, inbound: &Inbound, request: &Request) {
 
 fn answer_sdp(offer: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(offer).ok()?;
-    let proto = if text.contains("RTP/SAVP") { "RTP/SAVP" } else { "RTP/AVP" };
+    let proto = if text.contains("RTP/SAVP") {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
     let mut sdp = format!(
         "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio 42000 {proto} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"

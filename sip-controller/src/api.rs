@@ -209,9 +209,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .live_count();
     let mut out = String::new();
     let counters: [(&str, &str, &AtomicU64); 10] = [
-        ("calls_started_total", "INVITEs that created a call", &m.calls_started),
+        (
+            "calls_started_total",
+            "INVITEs that created a call",
+            &m.calls_started,
+        ),
         ("calls_answered_total", "calls answered", &m.calls_answered),
-        ("calls_failed_total", "calls ended without an answer", &m.calls_failed),
+        (
+            "calls_failed_total",
+            "calls ended without an answer",
+            &m.calls_failed,
+        ),
         (
             "calls_secure_end_to_end_total",
             "finished calls with TLS and SRTP on every leg",
@@ -222,11 +230,31 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             "requests the controller answered with an error",
             &m.requests_rejected,
         ),
-        ("parse_errors_total", "SIP messages that did not parse", &m.parse_errors),
-        ("relay_errors_total", "relayd requests that failed", &m.relay_errors),
-        ("relay_restarts_total", "relayd restarts detected", &m.relay_restarts),
-        ("registrations_total", "REGISTER requests accepted", &m.registrations),
-        ("auth_failures_total", "digest authentication failures", &m.auth_failures),
+        (
+            "parse_errors_total",
+            "SIP messages that did not parse",
+            &m.parse_errors,
+        ),
+        (
+            "relay_errors_total",
+            "relayd requests that failed",
+            &m.relay_errors,
+        ),
+        (
+            "relay_restarts_total",
+            "relayd restarts detected",
+            &m.relay_restarts,
+        ),
+        (
+            "registrations_total",
+            "REGISTER requests accepted",
+            &m.registrations,
+        ),
+        (
+            "auth_failures_total",
+            "digest authentication failures",
+            &m.auth_failures,
+        ),
     ];
     for (name, help, value) in counters {
         let _ = writeln!(
@@ -241,9 +269,5 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "# HELP sip_controller_calls_live calls in progress\n\
          # TYPE sip_controller_calls_live gauge\nsip_controller_calls_live {live}"
     );
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

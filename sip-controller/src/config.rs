@@ -86,6 +86,8 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// Routing rules, first match wins.
     pub routes: Vec<RouteConfig>,
+    /// rtpengine-compatible NG control protocol (empty `udp` and `tcp` turn it off).
+    pub ng: crate::ng::NgConfig,
 }
 
 impl Default for Config {
@@ -107,6 +109,7 @@ impl Default for Config {
                 to: "registrar".to_owned(),
                 strip_prefix: 0,
             }],
+            ng: crate::ng::NgConfig::default(),
         }
     }
 }
@@ -126,6 +129,10 @@ pub struct SipConfig {
     pub advertised_host: Option<String>,
     /// Most concurrent calls; more get 503.
     pub max_calls: usize,
+    /// Most SIP transactions alive at once (beyond it requests get 503). Over UDP every call
+    /// keeps about three transactions for 32 s after it ends (Timers J, L, M), so a sustained
+    /// rate of R calls/s needs about 100 * R.
+    pub max_transactions: usize,
     /// Seconds an INVITE may ring before the controller gives up (408 to the caller, CANCEL to
     /// the callee).
     pub ring_timeout_secs: u64,
@@ -141,6 +148,7 @@ impl Default for SipConfig {
             tls: vec![SocketAddr::from(([127, 0, 0, 1], 5061))],
             advertised_host: None,
             max_calls: 50_000,
+            max_transactions: 500_000,
             ring_timeout_secs: 180,
             user_agent: format!("sip-controller/{}", crate::VERSION),
         }
@@ -259,8 +267,9 @@ impl Default for RegistrarConfig {
     fn default() -> Self {
         Self {
             realm: "sip-controller".to_owned(),
-            allow_unauthenticated_from: vec![IpNet::from(IpAddr::from([127, 0, 0, 1]))
-                .supernet_or_self(8)],
+            allow_unauthenticated_from: vec![
+                IpNet::from(IpAddr::from([127, 0, 0, 1])).supernet_or_self(8)
+            ],
             min_expires: 60,
             max_expires: 7200,
             default_expires: 3600,
@@ -409,6 +418,9 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1"));
         }
+        if self.sip.max_transactions < 100 {
+            return Err(invalid("sip.max_transactions", "must be at least 100"));
+        }
         if self.sip.ring_timeout_secs == 0 {
             return Err(invalid("sip.ring_timeout_secs", "must be at least 1"));
         }
@@ -441,7 +453,10 @@ impl Config {
             ));
         }
         if reg.realm.is_empty() || reg.realm.contains('"') {
-            return Err(invalid("registrar.realm", "must be non-empty without quotes"));
+            return Err(invalid(
+                "registrar.realm",
+                "must be non-empty without quotes",
+            ));
         }
         let mut users = HashSet::new();
         for (i, user) in reg.users.iter().enumerate() {
@@ -470,7 +485,10 @@ impl Config {
                     if uri.as_sip().is_some() {
                         Ok(())
                     } else {
-                        Err(invalid(format!("trunks[{i}].uri"), "must be a sip: or sips: URI"))
+                        Err(invalid(
+                            format!("trunks[{i}].uri"),
+                            "must be a sip: or sips: URI",
+                        ))
                     }
                 })?;
             check_suites(&format!("trunks[{i}].suites"), &trunk.suites)?;
@@ -546,11 +564,16 @@ mod tests {
     #[test]
     fn defaults_are_a_loopback_profile() {
         let config = parse("").expect("defaults validate");
-        assert_eq!(config.sip.tls, vec![SocketAddr::from(([127, 0, 0, 1], 5061))]);
-        assert!(config.registrar.allow_unauthenticated_from[0]
-            .contains(&IpAddr::from([127, 9, 8, 7])));
-        assert!(!config.registrar.allow_unauthenticated_from[0]
-            .contains(&IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(
+            config.sip.tls,
+            vec![SocketAddr::from(([127, 0, 0, 1], 5061))]
+        );
+        assert!(
+            config.registrar.allow_unauthenticated_from[0].contains(&IpAddr::from([127, 9, 8, 7]))
+        );
+        assert!(
+            !config.registrar.allow_unauthenticated_from[0].contains(&IpAddr::from([10, 0, 0, 1]))
+        );
         assert_eq!(config.routes[0].to, "registrar");
     }
 
@@ -585,25 +608,38 @@ mod tests {
         .expect("valid");
         assert_eq!(config.trunks[0].srtp, SrtpMode::Mandatory);
         assert_eq!(
-            config.trunk_for_source(IpAddr::from([198, 19, 1, 1])).map(|t| t.name.as_str()),
+            config
+                .trunk_for_source(IpAddr::from([198, 19, 1, 1]))
+                .map(|t| t.name.as_str()),
             Some("carrier")
         );
-        assert!(config.trunk_for_source(IpAddr::from([10, 0, 0, 1])).is_none());
+        assert!(config
+            .trunk_for_source(IpAddr::from([10, 0, 0, 1]))
+            .is_none());
         assert_eq!(config.routes[1].strip_prefix, 2);
     }
 
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            ("[[trunks]]\nname = \"a\"\nuri = \"http://x\"\n", "trunks[0].uri"),
+            (
+                "[[trunks]]\nname = \"a\"\nuri = \"http://x\"\n",
+                "trunks[0].uri",
+            ),
             (
                 "[[trunks]]\nname = \"a\"\nuri = \"sip:x\"\nsuites = [\"ROT13\"]\n",
                 "trunks[0].suites[0]",
             ),
-            ("[[routes]]\nname = \"r\"\nto = \"nowhere\"\n", "routes[0].to"),
+            (
+                "[[routes]]\nname = \"r\"\nto = \"nowhere\"\n",
+                "routes[0].to",
+            ),
             ("[registrar]\nmin_expires = 0\n", "registrar.min_expires"),
             ("[tls]\ncert = \"a.pem\"\n", "tls.cert"),
-            ("[tls]\nrequire_client_cert = true\n", "tls.require_client_cert"),
+            (
+                "[tls]\nrequire_client_cert = true\n",
+                "tls.require_client_cert",
+            ),
             ("[relay]\nurl = \"https://x\"\n", "relay.url"),
         ];
         for (text, key) in cases {

@@ -230,6 +230,19 @@ enum Feedback {
 async fn run(args: Args) -> Result<()> {
     let config = Arc::new(load_config(&args)?);
     let relay = RelayClient::new(&config.relay.url, relay_token(&config)?)?;
+    let ng_addrs = if config.ng.udp.is_empty() && config.ng.tcp.is_empty() {
+        None
+    } else {
+        // Bound before anything else runs: a port in use stops startup with a clear error.
+        let server = sip_controller::ng::NgServer::bind(config.ng.clone())
+            .await
+            .context("starting the NG control protocol server ([ng])")?;
+        let addrs = (server.udp_addrs(), server.tcp_addrs());
+        info!(udp = ?addrs.0, tcp = ?addrs.1, "NG control protocol listening");
+        let relay = relay.clone();
+        tokio::spawn(server.run(relay));
+        Some(addrs)
+    };
     let (transport, mut events) = TransportLayer::start(transport_config(&config))
         .await
         .context("starting the SIP transports")?;
@@ -292,6 +305,9 @@ async fn run(args: Args) -> Result<()> {
         tcp.map_or_else(|| "-".to_owned(), |a| a.to_string()),
         tls.map_or_else(|| "-".to_owned(), |a| a.to_string()),
     );
+    if let Some((ng_udp, ng_tcp)) = &ng_addrs {
+        println!("sip-controller: NG (rtpengine protocol) udp {ng_udp:?} tcp {ng_tcp:?}");
+    }
 
     let (feedback_tx, mut feedback) = mpsc::channel::<Feedback>(4096);
     // relayd health (boot id) and media-timeout events.

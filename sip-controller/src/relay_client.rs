@@ -363,11 +363,16 @@ impl SseParser {
                 }
                 continue;
             }
-            let line = String::from_utf8_lossy(&self.line).trim_end_matches('\r').to_owned();
+            let line = String::from_utf8_lossy(&self.line)
+                .trim_end_matches('\r')
+                .to_owned();
             self.line.clear();
             if line.is_empty() {
                 if !self.data.is_empty() || !self.event.is_empty() {
-                    done.push((std::mem::take(&mut self.event), std::mem::take(&mut self.data)));
+                    done.push((
+                        std::mem::take(&mut self.event),
+                        std::mem::take(&mut self.data),
+                    ));
                 }
             } else if let Some(value) = line.strip_prefix("event:") {
                 value.trim_start().clone_into(&mut self.event);
@@ -418,7 +423,9 @@ impl RelayClient {
         };
         let authority = url
             .strip_prefix("http://")
-            .ok_or_else(|| invalid("only http:// is supported (relayd listens on a local address)"))?
+            .ok_or_else(|| {
+                invalid("only http:// is supported (relayd listens on a local address)")
+            })?
             .trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
             return Err(invalid("expected http://host:port"));
@@ -535,7 +542,9 @@ impl RelayClient {
         let mut parser = SseParser::default();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| transport(e.to_string()))?;
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             for (event, payload) in parser.push(&data) {
                 if event == "media_timeout" {
                     if let Ok(MediaTimeoutEvent { session }) = serde_json::from_str(&payload) {
@@ -655,8 +664,11 @@ mod tests {
     #[test]
     fn sse_events_are_split_across_chunks() {
         let mut parser = SseParser::default();
-        assert!(parser.push(b"event: media_timeout\ndata: {\"kind\":\"media_timeout\",").is_empty());
-        let events = parser.push(b"\"session\":\"c1\",\"leg\":\"a0\",\"silent_secs\":61}\n\n:keep-alive\n\n");
+        assert!(parser
+            .push(b"event: media_timeout\ndata: {\"kind\":\"media_timeout\",")
+            .is_empty());
+        let events = parser
+            .push(b"\"session\":\"c1\",\"leg\":\"a0\",\"silent_secs\":61}\n\n:keep-alive\n\n");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].0, "media_timeout");
         let parsed: MediaTimeoutEvent = serde_json::from_str(&events[0].1).unwrap();

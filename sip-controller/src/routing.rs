@@ -6,7 +6,10 @@
 //! names its transport (`sips:` or `;transport=`) and port, or the defaults apply (UDP 5060,
 //! TLS 5061).
 
-use std::{collections::HashMap, net::IpAddr, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use crate::{
     config::{Config, RouteConfig, SrtpMode, TrunkConfig},
@@ -115,7 +118,10 @@ pub fn route<'c>(
         .routes
         .iter()
         .find(|route| {
-            route.from.as_deref().is_none_or(|from| from == source.route_name())
+            route
+                .from
+                .as_deref()
+                .is_none_or(|from| from == source.route_name())
                 && route
                     .user_prefix
                     .as_deref()
@@ -181,7 +187,10 @@ pub fn next_hop(uri: &Uri, resolved: &Resolved) -> Option<NextHop> {
     };
     let port = sip.port().unwrap_or_else(|| transport.default_port());
     let (ip, server_name) = match sip.host() {
-        Host::Domain(name) => (*resolved.get(&name.to_ascii_lowercase())?, Some(name.clone())),
+        Host::Domain(name) => (
+            *resolved.get(&name.to_ascii_lowercase())?,
+            Some(name.clone()),
+        ),
         host => (host.ip()?, None),
     };
     Some(NextHop {
@@ -211,7 +220,10 @@ pub fn host_text(host: &Host) -> String {
 }
 
 /// Media policy of a source or destination.
-pub fn media_policy<'c>(config: &'c Config, trunk: Option<&str>) -> (SrtpMode, &'c [String], &'c str) {
+pub fn media_policy<'c>(
+    config: &'c Config,
+    trunk: Option<&str>,
+) -> (SrtpMode, &'c [String], &'c str) {
     match trunk.and_then(|name| config.trunk(name)) {
         Some(trunk) => (trunk.srtp, &trunk.suites, &trunk.relay_interface),
         None => (
@@ -273,10 +285,18 @@ mod tests {
         let (route, dest) =
             route(&config, &resolved(), &Source::Trunk("carrier".into()), &uri).unwrap();
         assert_eq!(route.name, "carrier-in");
-        let Destination::Trunk { request_uri, next_hop, .. } = dest else {
+        let Destination::Trunk {
+            request_uri,
+            next_hop,
+            ..
+        } = dest
+        else {
             panic!("expected a trunk")
         };
-        assert_eq!(request_uri.to_string(), "sip:+4420123@198.19.0.10;transport=tcp");
+        assert_eq!(
+            request_uri.to_string(),
+            "sip:+4420123@198.19.0.10;transport=tcp"
+        );
         assert_eq!(next_hop.transport, Transport::Tcp);
         assert_eq!(next_hop.address, SocketAddr::from(([198, 19, 0, 10], 5060)));
     }
@@ -286,7 +306,12 @@ mod tests {
         let config = config();
         let uri = Uri::parse("sip:0044123@pbx.local").unwrap();
         let (_, dest) = route(&config, &resolved(), &Source::Trunk("pbx".into()), &uri).unwrap();
-        let Destination::Trunk { request_uri, next_hop, .. } = dest else {
+        let Destination::Trunk {
+            request_uri,
+            next_hop,
+            ..
+        } = dest
+        else {
             panic!("expected a trunk")
         };
         assert_eq!(request_uri.to_string(), "sips:44123@sbc.carrier.test");
@@ -300,7 +325,12 @@ mod tests {
         let config = config();
         let uri = Uri::parse("sip:alice@EXAMPLE.com").unwrap();
         let (_, dest) = route(&config, &resolved(), &Source::Endpoint, &uri).unwrap();
-        assert_eq!(dest, Destination::Registrar { aor: "sip:alice@example.com".into() });
+        assert_eq!(
+            dest,
+            Destination::Registrar {
+                aor: "sip:alice@example.com".into()
+            }
+        );
         let err = route(
             &config,
             &resolved(),
@@ -311,7 +341,9 @@ mod tests {
         assert_eq!(err.sip_status(), 404);
         let tel = Uri::parse("tel:+123").unwrap();
         assert_eq!(
-            route(&config, &resolved(), &Source::Endpoint, &tel).unwrap_err().sip_status(),
+            route(&config, &resolved(), &Source::Endpoint, &tel)
+                .unwrap_err()
+                .sip_status(),
             416
         );
     }
@@ -320,7 +352,13 @@ mod tests {
     fn unresolved_trunk_host_is_503() {
         let config = config();
         let uri = Uri::parse("sip:0044@x").unwrap();
-        let err = route(&config, &Resolved::new(), &Source::Trunk("pbx".into()), &uri).unwrap_err();
+        let err = route(
+            &config,
+            &Resolved::new(),
+            &Source::Trunk("pbx".into()),
+            &uri,
+        )
+        .unwrap_err();
         assert_eq!(err.sip_status(), 503);
     }
 }

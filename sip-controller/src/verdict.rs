@@ -202,16 +202,34 @@ mod tests {
     fn secure_end_to_end_needs_tls_and_srtp_on_every_leg() {
         let tls = SignallingTransport::Tls;
         let udp = SignallingTransport::Udp;
-        assert!(call(vec![leg(LegRole::Caller, tls, true), leg(LegRole::Callee, tls, true)])
-            .secure_end_to_end);
-        let mixed = call(vec![leg(LegRole::Caller, tls, true), leg(LegRole::Callee, udp, false)]);
+        assert!(
+            call(vec![
+                leg(LegRole::Caller, tls, true),
+                leg(LegRole::Callee, tls, true)
+            ])
+            .secure_end_to_end
+        );
+        let mixed = call(vec![
+            leg(LegRole::Caller, tls, true),
+            leg(LegRole::Callee, udp, false),
+        ]);
         assert!(!mixed.secure_end_to_end);
         assert!(mixed.legs[0].secure);
         assert!(!mixed.legs[1].secure);
-        assert!(!call(vec![leg(LegRole::Caller, tls, false), leg(LegRole::Callee, tls, true)])
-            .secure_end_to_end);
-        assert!(!call(vec![leg(LegRole::Caller, udp, true), leg(LegRole::Callee, tls, true)])
-            .secure_end_to_end);
+        assert!(
+            !call(vec![
+                leg(LegRole::Caller, tls, false),
+                leg(LegRole::Callee, tls, true)
+            ])
+            .secure_end_to_end
+        );
+        assert!(
+            !call(vec![
+                leg(LegRole::Caller, udp, true),
+                leg(LegRole::Callee, tls, true)
+            ])
+            .secure_end_to_end
+        );
         assert!(!call(Vec::new()).secure_end_to_end);
     }
 
@@ -230,6 +248,9 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&line).expect("json");
         assert_eq!(value["secure_end_to_end"], true);
         assert_eq!(value["legs"][0]["signalling"]["transport"], "tls");
-        assert_eq!(value["legs"][0]["media"]["inbound_suite"], "AES_CM_128_HMAC_SHA1_80");
+        assert_eq!(
+            value["legs"][0]["media"]["inbound_suite"],
+            "AES_CM_128_HMAC_SHA1_80"
+        );
     }
 }

@@ -256,7 +256,8 @@ impl Controller {
              [relay]\nurl = \"http://{relay}\"\npoll_interval_ms = 200\n\n\
              [tls]\nstate_dir = \"{state}\"\nverify_server = false\n\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\n\
-             [cdr]\npath = \"{cdr}\"\n\n{extra}",
+             [cdr]\npath = \"{cdr}\"\n\n\
+             [ng]\nudp = [\"127.0.0.1:0\"]\n\n{extra}",
             state = dir.join("tls").display(),
             cdr = cdr.display(),
         );

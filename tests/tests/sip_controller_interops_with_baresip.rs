@@ -146,6 +146,9 @@ url = "http://{relay}"
 [api]
 listen = "127.0.0.1:0"
 
+[ng]
+udp = ["127.0.0.1:0"]
+
 [cdr]
 path = "{cdr}"
 

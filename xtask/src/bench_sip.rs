@@ -108,6 +108,8 @@ token_file = "/dev/null"
 media_timeout_secs = 300
 [api]
 listen = "{CONTROLLER_API}"
+[ng]
+udp = []
 [registrar]
 allow_unauthenticated_from = []
 [[trunks]]

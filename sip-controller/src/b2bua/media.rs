@@ -57,7 +57,8 @@ pub struct MediaState {
 impl MediaState {
     /// Whether the section is relayed (not disabled).
     pub fn active(&self) -> bool {
-        !matches!(self.a, Some(Negotiated::Disabled)) && !matches!(self.b, Some(Negotiated::Disabled))
+        !matches!(self.a, Some(Negotiated::Disabled))
+            && !matches!(self.b, Some(Negotiated::Disabled))
     }
 
     /// What `side` (`'a'` or `'b'`) negotiated.
@@ -95,7 +96,11 @@ pub fn remote_of(sdp: &Sdp<'_>, section: &MediaSection<'_>) -> Result<Option<Rem
 fn crypto(negotiated: Option<&Negotiated>, inbound: bool) -> Result<Option<CryptoSpec>, String> {
     match negotiated {
         Some(Negotiated::Srtp { keys, .. }) => {
-            let attribute = if inbound { &keys.inbound } else { &keys.outbound };
+            let attribute = if inbound {
+                &keys.inbound
+            } else {
+                &keys.outbound
+            };
             CryptoSpec::from_sdes(attribute)
                 .map(Some)
                 .map_err(|e| e.to_string())
@@ -148,14 +153,15 @@ pub fn session_spec(
 
 /// The relay's RTP port and RTCP plan of leg `<side><i>` (0 for a disabled section).
 pub fn relay_port(view: &SessionView, side: char, index: usize, mux: bool) -> (u16, RtcpPlan) {
-    view.leg(&format!("{side}{index}")).map_or((0, RtcpPlan::Mux), |leg| {
-        let rtcp = if mux || leg.rtcp_mux {
-            RtcpPlan::Mux
-        } else {
-            RtcpPlan::Port(leg.local.rtcp_port)
-        };
-        (leg.local.rtp_port, rtcp)
-    })
+    view.leg(&format!("{side}{index}"))
+        .map_or((0, RtcpPlan::Mux), |leg| {
+            let rtcp = if mux || leg.rtcp_mux {
+                RtcpPlan::Mux
+            } else {
+                RtcpPlan::Port(leg.local.rtcp_port)
+            };
+            (leg.local.rtp_port, rtcp)
+        })
 }
 
 /// The relay's address on one side (first leg of that side), for `c=`.

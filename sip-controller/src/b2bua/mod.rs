@@ -60,9 +60,7 @@ use crate::{
         Message, Method, NameAddr, Request, Response, Transport, Uri,
     },
     transport::{self, ConnectionId, Inbound, Outbound, TlsInfo},
-    verdict::{
-        CallRecord, CallState, LegRole, LegVerdict, Media, Signalling, SignallingTransport,
-    },
+    verdict::{CallRecord, CallState, LegRole, LegVerdict, Media, Signalling, SignallingTransport},
 };
 
 /// Methods we accept (Allow header).
@@ -340,10 +338,11 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // getrandom failing means the OS has no entropy source: nothing safe can run.
     getrandom::fill(&mut buf).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
-    buf.iter().fold(String::with_capacity(bytes * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    buf.iter()
+        .fold(String::with_capacity(bytes * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 fn to_sip_transport(transport: transport::Transport) -> Transport {
@@ -394,8 +393,11 @@ impl Core {
         resolved: Resolved,
         identity: Identity,
     ) -> Result<Self, String> {
-        let tx = TransactionLayer::new(sip::transaction::TransactionConfig::default())
-            .map_err(|e| e.to_string())?;
+        let tx = TransactionLayer::new(sip::transaction::TransactionConfig {
+            max_transactions: config.sip.max_transactions,
+            ..sip::transaction::TransactionConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
         let reg = &config.registrar;
         let store = crate::auth::CredentialStore::new(reg.users.iter().map(|user| {
             crate::auth::CredentialEntry {
@@ -514,7 +516,10 @@ impl Core {
             return;
         }
         self.stats.relay_restarts += 1;
-        warn!(calls = self.calls.len(), "relayd restarted: re-programming live sessions");
+        warn!(
+            calls = self.calls.len(),
+            "relayd restarted: re-programming live sessions"
+        );
         let ids: Vec<String> = self.calls.keys().cloned().collect();
         for id in ids {
             self.program_relay(&id);
@@ -523,7 +528,11 @@ impl Core {
 
     /// relayd reported a leg silent for the media timeout: the call ends.
     pub fn handle_media_timeout(&mut self, now: Instant, unix_ms: u64, session: &str) {
-        if self.calls.get(session).is_some_and(|c| c.phase == Phase::Confirmed) {
+        if self
+            .calls
+            .get(session)
+            .is_some_and(|c| c.phase == Phase::Confirmed)
+        {
             info!(call = session, "media timeout: ending the call");
             self.hang_up_both(now, unix_ms, session, "media_timeout");
         }
@@ -608,8 +617,7 @@ impl Core {
 
     /// Records the callee leg's transport facts from its responses.
     fn note_tls_response(&mut self, response: &Response, tls: Option<&TlsInfo>, source: &Target) {
-        let (Ok(call_id), Ok(from)) = (response.headers.call_id(), response.headers.from())
-        else {
+        let (Ok(call_id), Ok(from)) = (response.headers.call_id(), response.headers.from()) else {
             return;
         };
         let Some(tag) = from.tag() else { return };
@@ -682,7 +690,14 @@ impl Core {
         }
     }
 
-    fn reject(&mut self, now: Instant, id: ServerTxId, request: &Request, status: u16, reason: &str) {
+    fn reject(
+        &mut self,
+        now: Instant,
+        id: ServerTxId,
+        request: &Request,
+        status: u16,
+        reason: &str,
+    ) {
         self.stats.rejected += 1;
         let mut response = Response::from_request(request, status, Some(reason));
         if request.headers.to().is_ok_and(|to| to.tag().is_none()) && status != 100 {
@@ -702,10 +717,7 @@ impl Core {
         request: Request,
         source: &Target,
     ) {
-        let in_dialog = request
-            .headers
-            .to()
-            .is_ok_and(|to| to.tag().is_some());
+        let in_dialog = request.headers.to().is_ok_and(|to| to.tag().is_some());
         match (&request.method, in_dialog) {
             (Method::Register, _) => self.on_register(now, unix_ms, id, &request, source),
             (Method::Cancel, _) => self.on_cancel(now, unix_ms, id, &request),
@@ -715,7 +727,9 @@ impl Core {
                 let _ = response.set_to_tag(&random_hex(8));
                 response.headers.push("Allow", ALLOW);
                 response.headers.push("Accept", "application/sdp");
-                response.headers.push("Server", self.config.sip.user_agent.as_str());
+                response
+                    .headers
+                    .push("Server", self.config.sip.user_agent.as_str());
                 self.respond(now, id, &response);
             }
             (_, true) => self.on_in_dialog(now, unix_ms, id, request),
@@ -740,17 +754,28 @@ impl Core {
         let Some(sip_uri) = to.uri().as_sip() else {
             return self.reject(now, id, request, 416, "Unsupported URI Scheme");
         };
-        let aor = routing::aor_of(sip_uri.user().unwrap_or(""), &routing::host_text(sip_uri.host()));
+        let aor = routing::aor_of(
+            sip_uri.user().unwrap_or(""),
+            &routing::host_text(sip_uri.host()),
+        );
         let allowed = self.unauthenticated_allowed(source.address.ip());
         if !allowed {
             match self.authenticate(request, ChallengeKind::Origin, unix_ms, source) {
                 Ok(Some(username)) => {
                     if sip_uri.user() != Some(username.as_str()) {
                         self.stats.auth_failures += 1;
-                        return self.reject(now, id, request, 403, "Username does not match the AOR");
+                        return self.reject(
+                            now,
+                            id,
+                            request,
+                            403,
+                            "Username does not match the AOR",
+                        );
                     }
                 }
-                Ok(None) => return self.challenge(now, unix_ms, id, request, ChallengeKind::Origin, false),
+                Ok(None) => {
+                    return self.challenge(now, unix_ms, id, request, ChallengeKind::Origin, false)
+                }
                 Err((status, reason)) => return self.reject(now, id, request, status, &reason),
             }
         }
@@ -801,7 +826,8 @@ impl Core {
                 self.respond(now, id, &response);
             }
             Err(e) => {
-                let mut response = Response::from_request(request, e.sip_status(), Some(e.reason_phrase()));
+                let mut response =
+                    Response::from_request(request, e.sip_status(), Some(e.reason_phrase()));
                 let _ = response.set_to_tag(&random_hex(8));
                 if let Some(min) = e.min_expires() {
                     response.headers.push("Min-Expires", min.to_string());
@@ -894,7 +920,8 @@ impl Core {
         }
         if let Ok(vias) = request.headers.vias() {
             let ours = vias.iter().skip(1).any(|via| {
-                via.branch().is_some_and(|b| b.starts_with(&self.branch_prefix()))
+                via.branch()
+                    .is_some_and(|b| b.starts_with(&self.branch_prefix()))
             });
             if ours {
                 return self.reject(now, id, request, 482, "Loop Detected");
@@ -945,7 +972,13 @@ impl Core {
             Destination::Registrar { aor } => {
                 let bindings = self.registrar.lookup(&aor, unix_ms / 1000);
                 let Some(binding) = bindings.first() else {
-                    return self.reject(now, id, request, 480, "Temporarily Unavailable (not registered)");
+                    return self.reject(
+                        now,
+                        id,
+                        request,
+                        480,
+                        "Temporarily Unavailable (not registered)",
+                    );
                 };
                 let Ok(uri) = Uri::parse(&binding.contact) else {
                     return self.reject(now, id, request, 500, "Registered contact does not parse");
@@ -972,7 +1005,13 @@ impl Core {
             .flatten()
             .is_some_and(|t| t.is_sdp());
         if request.body.is_empty() || !is_sdp {
-            return self.reject(now, id, request, 488, "Offerless INVITE (delayed offer) is not supported");
+            return self.reject(
+                now,
+                id,
+                request,
+                488,
+                "Offerless INVITE (delayed offer) is not supported",
+            );
         }
         let a_trunk = match &origin {
             Source::Trunk(name) => Some(name.as_str()),
@@ -996,17 +1035,26 @@ impl Core {
 
         self.next_call += 1;
         let call_id = format!("c{:x}-{}", self.next_call, random_hex(6));
-        let Ok(from) = request.headers.from() else { return };
+        let Ok(from) = request.headers.from() else {
+            return;
+        };
         let Ok(to) = request.headers.to() else { return };
         let a = Leg {
             role: LegRole::Caller,
             sips: request.uri.is_sips(),
             peer: match &origin {
                 Source::Trunk(name) => name.clone(),
-                Source::Endpoint => format!("endpoint:{}", routing::aor_of(
-                    from.uri().user().unwrap_or(""),
-                    &from.uri().host().map(routing::host_text).unwrap_or_default(),
-                )),
+                Source::Endpoint => format!(
+                    "endpoint:{}",
+                    routing::aor_of(
+                        from.uri().user().unwrap_or(""),
+                        &from
+                            .uri()
+                            .host()
+                            .map(routing::host_text)
+                            .unwrap_or_default(),
+                    )
+                ),
             },
             flow: source.clone(),
             call_id: request.headers.call_id().unwrap_or_default().to_owned(),
@@ -1037,7 +1085,11 @@ impl Core {
         let mut b_from = from.clone();
         b_from.remove_param("tag");
         if let Some(sip_uri) = b_from.uri_mut().as_sip_mut() {
-            sip_uri.set_host_port(sip::Host::parse(&self.identity.host).unwrap_or(sip::Host::Domain(self.identity.host.clone())), None);
+            sip_uri.set_host_port(
+                sip::Host::parse(&self.identity.host)
+                    .unwrap_or(sip::Host::Domain(self.identity.host.clone())),
+                None,
+            );
         }
         let b = Leg {
             role: LegRole::Callee,
@@ -1076,10 +1128,14 @@ impl Core {
             legs: Vec::new(),
             secure_end_to_end: false,
         };
-        self.dialogs
-            .insert((a.call_id.clone(), a.local_tag.clone()), (call_id.clone(), Side::A));
-        self.dialogs
-            .insert((b.call_id.clone(), b.local_tag.clone()), (call_id.clone(), Side::B));
+        self.dialogs.insert(
+            (a.call_id.clone(), a.local_tag.clone()),
+            (call_id.clone(), Side::A),
+        );
+        self.dialogs.insert(
+            (b.call_id.clone(), b.local_tag.clone()),
+            (call_id.clone(), Side::B),
+        );
         self.server_invites.insert(id, call_id.clone());
         if let (Some(tag), Some(seq)) = (a.remote_tag.clone(), a.remote_cseq) {
             self.caller_invites
@@ -1135,7 +1191,11 @@ impl Core {
     fn new_branch(&self) -> String {
         // Our own prefix marks requests we sent, for loop detection.
         let fresh = new_branch();
-        format!("{}{}", self.branch_prefix(), fresh.trim_start_matches("z9hG4bK"))
+        format!(
+            "{}{}",
+            self.branch_prefix(),
+            fresh.trim_start_matches("z9hG4bK")
+        )
     }
 
     // ----- relay ------------------------------------------------------------------------------
@@ -1143,7 +1203,9 @@ impl Core {
     /// Queues a PUT of the call's current media (coalesced: one request in flight per call).
     fn program_relay(&mut self, id: &str) {
         let timeout = self.config.relay.media_timeout_secs;
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         if call.phase == Phase::Ending {
             return;
         }
@@ -1169,8 +1231,16 @@ impl Core {
     }
 
     /// relayd answered the call's request.
-    pub fn handle_relay_reply(&mut self, now: Instant, unix_ms: u64, call_id: &str, result: RelayResult) {
-        let Some(call) = self.calls.get_mut(call_id) else { return };
+    pub fn handle_relay_reply(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        call_id: &str,
+        result: RelayResult,
+    ) {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
         call.relay_in_flight = false;
         let ending = call.phase == Phase::Ending;
         if ending && call.relay_next.is_none() {
@@ -1221,7 +1291,14 @@ impl Core {
                 }
                 match call.phase {
                     Phase::OfferRelay => {
-                        self.fail_caller(now, unix_ms, call_id, 503, "Media Relay Unavailable", "relay_error");
+                        self.fail_caller(
+                            now,
+                            unix_ms,
+                            call_id,
+                            503,
+                            "Media Relay Unavailable",
+                            "relay_error",
+                        );
                     }
                     Phase::AnswerRelay => {
                         self.hang_up_both(now, unix_ms, call_id, "relay_error");
@@ -1250,7 +1327,9 @@ impl Core {
                 return self.fail_caller(now, unix_ms, id, status, &reason, "sdp_error");
             }
         };
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         let max_forwards = call
             .a_invite_request
             .headers
@@ -1261,16 +1340,24 @@ impl Core {
             .saturating_sub(1)
             .min(70);
         call.b.local_cseq = 1;
-        let Some(uri) = call.b.remote_target.clone() else { return };
+        let Some(uri) = call.b.remote_target.clone() else {
+            return;
+        };
         let transport = call.b.transport().clone();
         let mut request = Request::new(Method::Invite, uri)
             .with_header("Via", identity.via(&transport, &branch))
             .with_header("Max-Forwards", max_forwards.to_string())
-            .with_header("From", format!("{};tag={}", call.b.local_uri, call.b.local_tag))
+            .with_header(
+                "From",
+                format!("{};tag={}", call.b.local_uri, call.b.local_tag),
+            )
             .with_header("To", call.b.remote_uri.clone())
             .with_header("Call-ID", call.b.call_id.clone())
             .with_header("CSeq", "1 INVITE")
-            .with_header("Contact", identity.contact(&transport, &call.id, call.b.sips))
+            .with_header(
+                "Contact",
+                identity.contact(&transport, &call.id, call.b.sips),
+            )
             .with_header("Allow", ALLOW)
             .with_header("User-Agent", user_agent);
         request = request.with_body("application/sdp", body);
@@ -1279,7 +1366,8 @@ impl Core {
         match self.tx.send_request(now, request, call.b.flow.clone()) {
             Ok(tx) => {
                 call.b_invite = Some(tx);
-                self.clients.insert(tx, (id.to_owned(), Side::B, Method::Invite));
+                self.clients
+                    .insert(tx, (id.to_owned(), Side::B, Method::Invite));
             }
             Err(e) => {
                 warn!(call = id, error = %e, "callee INVITE not sent");
@@ -1297,10 +1385,7 @@ impl Core {
         retransmission: bool,
     ) {
         // §9.1: a CANCEL waiting for the first provisional goes now (the call may be gone).
-        if response.status > 100
-            && response.status < 200
-            && self.pending_cancels.remove(&tx)
-        {
+        if response.status > 100 && response.status < 200 && self.pending_cancels.remove(&tx) {
             if let Err(e) = self.tx.send_cancel(now, tx) {
                 debug!(error = %e, "deferred CANCEL not sent");
             }
@@ -1308,12 +1393,19 @@ impl Core {
         }
         if self.relayed.contains_key(&tx) {
             // Relayed in-dialog requests are answered even when the call has ended since.
-            let call_id = self.clients.get(&tx).map(|(c, _, _)| c.clone()).unwrap_or_default();
+            let call_id = self
+                .clients
+                .get(&tx)
+                .map(|(c, _, _)| c.clone())
+                .unwrap_or_default();
             return self.on_relayed_response(now, &call_id, tx, &response);
         }
         let Some((call_id, side, method)) = self.clients.get(&tx).cloned() else {
             // A 2xx to an INVITE of a call that has ended: that dialog must not stay up.
-            let is_invite = response.headers.cseq().is_ok_and(|c| c.method == Method::Invite);
+            let is_invite = response
+                .headers
+                .cseq()
+                .is_ok_and(|c| c.method == Method::Invite);
             if is_invite && (200..300).contains(&response.status) {
                 if let Some(flow) = self.tx.client_target(tx).cloned() {
                     self.ack_and_bye(now, &response, flow, !retransmission);
@@ -1322,10 +1414,18 @@ impl Core {
             return;
         };
         match method {
-            Method::Invite if side == Side::B && self.calls.get(&call_id).is_some_and(|c| c.b_invite == Some(tx)) => {
+            Method::Invite
+                if side == Side::B
+                    && self
+                        .calls
+                        .get(&call_id)
+                        .is_some_and(|c| c.b_invite == Some(tx)) =>
+            {
                 self.on_callee_invite_response(now, unix_ms, &call_id, response, retransmission);
             }
-            Method::Invite => self.on_reinvite_response(now, unix_ms, &call_id, side, tx, &response),
+            Method::Invite => {
+                self.on_reinvite_response(now, unix_ms, &call_id, side, tx, &response)
+            }
             Method::Bye | Method::Cancel => {}
             _ => self.on_relayed_response(now, &call_id, tx, &response),
         }
@@ -1340,7 +1440,9 @@ impl Core {
         retransmission: bool,
     ) {
         let status = response.status;
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         if (200..300).contains(&status) {
             if call.phase == Phase::Ending {
                 // Answered after a CANCEL or a failure: ACK it and end that dialog too (§15).
@@ -1351,11 +1453,17 @@ impl Core {
             if call.b_ack.is_none() || retransmission {
                 self.ack_callee(id, &response);
             }
-            let Some(call) = self.calls.get_mut(id) else { return };
+            let Some(call) = self.calls.get_mut(id) else {
+                return;
+            };
             if retransmission || call.phase != Phase::Calling {
                 return;
             }
-            call.b.remote_tag = response.headers.to().ok().and_then(|to| to.tag().map(str::to_owned));
+            call.b.remote_tag = response
+                .headers
+                .to()
+                .ok()
+                .and_then(|to| to.tag().map(str::to_owned));
             call.b.remote_target = response
                 .headers
                 .contacts()
@@ -1414,7 +1522,9 @@ impl Core {
     fn ack_callee(&mut self, id: &str, response: &Response) {
         let branch = self.new_branch();
         let identity = self.identity.clone();
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         let to = response
             .headers
             .get("To")
@@ -1430,7 +1540,10 @@ impl Core {
         let mut ack = Request::new(Method::Ack, uri)
             .with_header("Via", identity.via(&transport, &branch))
             .with_header("Max-Forwards", "70")
-            .with_header("From", format!("{};tag={}", call.b.local_uri, call.b.local_tag))
+            .with_header(
+                "From",
+                format!("{};tag={}", call.b.local_uri, call.b.local_tag),
+            )
             .with_header("To", to)
             .with_header("Call-ID", call.b.call_id.clone())
             .with_header("CSeq", "1 ACK");
@@ -1453,7 +1566,10 @@ impl Core {
     /// whenever the content changes.
     fn sdp_to(&mut self, id: &str, side: Side, offering: bool) -> Result<Vec<u8>, (u16, String)> {
         let internal = |reason: &str| (500, reason.to_owned());
-        let call = self.calls.get_mut(id).ok_or_else(|| internal("no such call"))?;
+        let call = self
+            .calls
+            .get_mut(id)
+            .ok_or_else(|| internal("no such call"))?;
         let view = call
             .relay_view
             .clone()
@@ -1463,7 +1579,8 @@ impl Core {
             Side::B => (call.a.last_sdp.clone(), 'b'),
         };
         let template = Sdp::parse(&template).map_err(|e| (488, e.reason_phrase().to_owned()))?;
-        let address = media::relay_address(&view, ch).ok_or_else(|| internal("relay leg missing"))?;
+        let address =
+            media::relay_address(&view, ch).ok_or_else(|| internal("relay leg missing"))?;
         let plans: Vec<MediaPlan> = call
             .media
             .iter()
@@ -1480,9 +1597,12 @@ impl Core {
                 };
                 let port = if m.active() { port } else { 0 };
                 let plan = if offering {
-                    m.offer.as_ref().map(|o| MediaPlan::from_offer(o, port, rtcp))
+                    m.offer
+                        .as_ref()
+                        .map(|o| MediaPlan::from_offer(o, port, rtcp))
                 } else {
-                    m.negotiated(ch).map(|n| MediaPlan::from_negotiated(n, port, rtcp))
+                    m.negotiated(ch)
+                        .map(|n| MediaPlan::from_negotiated(n, port, rtcp))
                 };
                 plan.unwrap_or(MediaPlan {
                     port: 0,
@@ -1522,13 +1642,21 @@ impl Core {
         Ok(body)
     }
 
-    fn caller_response(&self, call: &Call, status: u16, reason: &str, sdp: Option<Vec<u8>>) -> Response {
+    fn caller_response(
+        &self,
+        call: &Call,
+        status: u16,
+        reason: &str,
+        sdp: Option<Vec<u8>>,
+    ) -> Response {
         let mut response = Response::from_request(&call.a_invite_request, status, Some(reason));
         let _ = response.set_to_tag(&call.a.local_tag);
         if (101..300).contains(&status) {
-            response
-                .headers
-                .push("Contact", self.identity.contact(call.a.transport(), &call.id, call.a.sips));
+            response.headers.push(
+                "Contact",
+                self.identity
+                    .contact(call.a.transport(), &call.id, call.a.sips),
+            );
             for route in call.a_invite_request.headers.get_all("Record-Route") {
                 response.headers.push("Record-Route", route);
             }
@@ -1536,7 +1664,9 @@ impl Core {
         if status >= 200 {
             response.headers.push("Allow", ALLOW);
         }
-        response.headers.push("Server", self.config.sip.user_agent.as_str());
+        response
+            .headers
+            .push("Server", self.config.sip.user_agent.as_str());
         if let Some(body) = sdp {
             response.headers.push("Content-Type", "application/sdp");
             response.body = body;
@@ -1544,8 +1674,17 @@ impl Core {
         response
     }
 
-    fn send_provisional(&mut self, now: Instant, id: &str, status: u16, reason: &str, sdp: Option<Vec<u8>>) {
-        let Some(call) = self.calls.get(id) else { return };
+    fn send_provisional(
+        &mut self,
+        now: Instant,
+        id: &str,
+        status: u16,
+        reason: &str,
+        sdp: Option<Vec<u8>>,
+    ) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         let Some(tx) = call.a_invite else { return };
         let response = self.caller_response(call, status, reason, sdp);
         self.respond(now, tx, &response);
@@ -1560,12 +1699,16 @@ impl Core {
             }
         };
         let sdp = Some(sdp);
-        let Some(call) = self.calls.get(id) else { return };
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         let Some(tx) = call.a_invite else { return };
         let response = self.caller_response(call, 200, "OK", sdp);
         let reliable = call.a.flow.transport != Transport::Udp;
         self.respond(now, tx, &response);
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         call.phase = Phase::Confirmed;
         if let Some(at) = call.ring_deadline.take() {
             self.timers.remove(&(at, id.to_owned()));
@@ -1597,7 +1740,11 @@ impl Core {
             return;
         };
         let Some(tag) = to.tag() else { return };
-        let Some((id, side)) = self.dialogs.get(&(call_id.to_owned(), tag.to_owned())).cloned() else {
+        let Some((id, side)) = self
+            .dialogs
+            .get(&(call_id.to_owned(), tag.to_owned()))
+            .cloned()
+        else {
             return;
         };
         if let Some(call) = self.calls.get_mut(&id) {
@@ -1612,7 +1759,9 @@ impl Core {
         if !(200..300).contains(&response.status) {
             return;
         }
-        let Ok(cseq) = response.headers.cseq() else { return };
+        let Ok(cseq) = response.headers.cseq() else {
+            return;
+        };
         if cseq.method != Method::Invite {
             return;
         }
@@ -1620,10 +1769,18 @@ impl Core {
             return;
         };
         let Some(tag) = from.tag() else { return };
-        if let Some((id, side)) = self.dialogs.get(&(call_id.to_owned(), tag.to_owned())).cloned() {
+        if let Some((id, side)) = self
+            .dialogs
+            .get(&(call_id.to_owned(), tag.to_owned()))
+            .cloned()
+        {
             if side == Side::B && cseq.seq == 1 {
                 // The callee's answer to our first INVITE: the same ACK again.
-                if let Some(ack) = self.calls.get(&id).and_then(|c| c.b_ack.clone().map(|a| (a, c.b.flow.clone()))) {
+                if let Some(ack) = self
+                    .calls
+                    .get(&id)
+                    .and_then(|c| c.b_ack.clone().map(|a| (a, c.b.flow.clone())))
+                {
                     self.tx.send_stateless(ack.0.to_bytes(), ack.1);
                 }
             } else {
@@ -1633,10 +1790,10 @@ impl Core {
             return;
         }
         // Not a live dialog, but our INVITE (our branch): the call ended before this 2xx.
-        let ours = response
-            .headers
-            .top_via()
-            .is_ok_and(|via| via.branch().is_some_and(|b| b.starts_with(&self.branch_prefix())));
+        let ours = response.headers.top_via().is_ok_and(|via| {
+            via.branch()
+                .is_some_and(|b| b.starts_with(&self.branch_prefix()))
+        });
         if ours {
             self.ack_and_bye(now, response, source.clone(), true);
         }
@@ -1650,11 +1807,27 @@ impl Core {
                     let response = Response::from_request(&request, 408, Some("Request Timeout"));
                     self.respond(now, server, &response);
                 }
-                let Some((call_id, side, method)) = self.clients.remove(&client) else { return };
-                let is_invite = self.calls.get(&call_id).is_some_and(|c| c.b_invite == Some(client));
+                let Some((call_id, side, method)) = self.clients.remove(&client) else {
+                    return;
+                };
+                let is_invite = self
+                    .calls
+                    .get(&call_id)
+                    .is_some_and(|c| c.b_invite == Some(client));
                 if method == Method::Invite && is_invite {
-                    if self.calls.get(&call_id).is_some_and(|c| c.phase == Phase::Calling) {
-                        self.fail_caller(now, unix_ms, &call_id, 408, "Request Timeout", "callee_timeout");
+                    if self
+                        .calls
+                        .get(&call_id)
+                        .is_some_and(|c| c.phase == Phase::Calling)
+                    {
+                        self.fail_caller(
+                            now,
+                            unix_ms,
+                            &call_id,
+                            408,
+                            "Request Timeout",
+                            "callee_timeout",
+                        );
                     }
                 } else if method == Method::Invite {
                     // A re-INVITE got no answer: the dialog is gone (§14.1).
@@ -1679,22 +1852,30 @@ impl Core {
         };
         let ok = Response::from_request(request, 200, None);
         self.respond(now, id, &ok);
-        let Some(call_id) = self.server_invites.get(&invite).cloned() else { return };
+        let Some(call_id) = self.server_invites.get(&invite).cloned() else {
+            return;
+        };
         let phase = self.calls.get(&call_id).map(|c| c.phase);
-        if matches!(phase, Some(Phase::OfferRelay | Phase::Calling | Phase::AnswerRelay)) {
+        if matches!(
+            phase,
+            Some(Phase::OfferRelay | Phase::Calling | Phase::AnswerRelay)
+        ) {
             self.cancel_callee(now, &call_id);
             self.fail_caller(now, unix_ms, &call_id, 487, "Request Terminated", "cancel");
         }
     }
 
     fn cancel_callee(&mut self, now: Instant, id: &str) {
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         match (call.phase, call.b_invite) {
             (Phase::Calling, Some(tx)) if !call.callee_cancelled => {
                 call.callee_cancelled = true;
                 match self.tx.send_cancel(now, tx) {
                     Ok(cancel) => {
-                        self.clients.insert(cancel, (id.to_owned(), Side::B, Method::Cancel));
+                        self.clients
+                            .insert(cancel, (id.to_owned(), Side::B, Method::Cancel));
                     }
                     // §9.1: no provisional yet, CANCEL once one arrives.
                     Err(sip::transaction::TxError::NoProvisionalYet) => {
@@ -1713,8 +1894,18 @@ impl Core {
     }
 
     /// Fails the caller's INVITE with `status` and ends the call.
-    fn fail_caller(&mut self, now: Instant, unix_ms: u64, id: &str, status: u16, reason: &str, end: &str) {
-        let Some(call) = self.calls.get(id) else { return };
+    fn fail_caller(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        id: &str,
+        status: u16,
+        reason: &str,
+        end: &str,
+    ) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         if let Some(tx) = call.a_invite {
             if call.phase != Phase::Confirmed {
                 let response = self.caller_response(call, status, reason, None);
@@ -1753,13 +1944,19 @@ impl Core {
     fn send_bye(&mut self, now: Instant, id: &str, side: Side) {
         let branch = self.new_branch();
         let identity = self.identity.clone();
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         let leg = match side {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
-        let Some(remote_tag) = leg.remote_tag.clone() else { return };
-        let Some(uri) = leg.remote_target.clone() else { return };
+        let Some(remote_tag) = leg.remote_tag.clone() else {
+            return;
+        };
+        let Some(uri) = leg.remote_target.clone() else {
+            return;
+        };
         leg.local_cseq += 1;
         let transport = leg.transport().clone();
         let mut bye = Request::new(Method::Bye, uri)
@@ -1783,7 +1980,9 @@ impl Core {
 
     /// Marks the call ending and deletes its relay session; [`Self::finish`] completes it.
     fn end_call(&mut self, now: Instant, unix_ms: u64, id: &str, reason: &str) {
-        let Some(call) = self.calls.get(id) else { return };
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         if call.phase == Phase::Ending {
             return;
         }
@@ -1791,7 +1990,9 @@ impl Core {
             // A re-INVITE still waiting for the other leg gets its final response now.
             self.refuse_reinvite(now, unix_ms, id, 487, "Request Terminated");
         }
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         info!(call = id, reason, "call ending");
         call.phase = Phase::Ending;
         if let Some(ok) = call.ok.take() {
@@ -1806,21 +2007,25 @@ impl Core {
     }
 
     fn finish(&mut self, unix_ms: u64, id: &str) {
-        let Some(mut call) = self.calls.remove(id) else { return };
+        let Some(mut call) = self.calls.remove(id) else {
+            return;
+        };
         if let Some(ok) = call.ok.take() {
             self.timers.remove(&(ok.next, id.to_owned()));
         }
         if let Some(at) = call.ring_deadline.take() {
             self.timers.remove(&(at, id.to_owned()));
         }
-        self.dialogs.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        self.dialogs
+            .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
         if let Some(tag) = call.a.remote_tag.clone() {
             let key = (call.a.call_id.clone(), tag);
             if self.caller_invites.get(&key).is_some_and(|(c, _)| c == id) {
                 self.caller_invites.remove(&key);
             }
         }
-        self.dialogs.remove(&(call.b.call_id.clone(), call.b.local_tag.clone()));
+        self.dialogs
+            .remove(&(call.b.call_id.clone(), call.b.local_tag.clone()));
         self.server_invites.retain(|_, c| c != id);
         self.server_reinvites.retain(|_, c| c != id);
         self.clients.retain(|_, (c, _, _)| c != id);
@@ -1878,12 +2083,15 @@ impl Core {
     fn publish(&mut self, id: &str) {
         if let Some(call) = self.calls.get_mut(id) {
             Self::fill_record(call);
-            self.outputs.push_back(Output::CallUpdated(call.record.clone()));
+            self.outputs
+                .push_back(Output::CallUpdated(call.record.clone()));
         }
     }
 
     fn call_timer(&mut self, now: Instant, unix_ms: u64, id: &str) {
-        let Some(call) = self.calls.get_mut(id) else { return };
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
         if let Some(ok) = &mut call.ok {
             if now >= ok.give_up {
                 // §13.3.1.4: no ACK for 64*T1: the session is over.
@@ -1900,7 +2108,9 @@ impl Core {
                     Side::A => call.a.flow.clone(),
                     Side::B => call.b.flow.clone(),
                 };
-                let sent = ok.tx.is_some_and(|tx| self.tx.respond(now, tx, &response).is_ok());
+                let sent = ok
+                    .tx
+                    .is_some_and(|tx| self.tx.respond(now, tx, &response).is_ok());
                 if !sent {
                     // The transaction is gone (Timer L): the TU sends it itself.
                     self.tx.send_stateless(response.to_bytes(), flow);
@@ -1908,12 +2118,21 @@ impl Core {
                 self.timers.insert((next, id.to_owned()));
             }
         }
-        let Some(call) = self.calls.get(id) else { return };
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
         if call.ring_deadline.is_some_and(|at| now >= at)
             && matches!(call.phase, Phase::Calling | Phase::OfferRelay)
         {
             self.cancel_callee(now, id);
-            self.fail_caller(now, unix_ms, id, 408, "Request Timeout (no answer)", "ring_timeout");
+            self.fail_caller(
+                now,
+                unix_ms,
+                id,
+                408,
+                "Request Timeout (no answer)",
+                "ring_timeout",
+            );
         }
         self.process_tx_events(now, unix_ms);
     }
@@ -1942,27 +2161,44 @@ impl Core {
             }
             leg.remote_cseq = Some(cseq.seq);
             if leg.remote_tag.is_none() {
-                leg.remote_tag = request.headers.from().ok().and_then(|f| f.tag().map(str::to_owned));
+                leg.remote_tag = request
+                    .headers
+                    .from()
+                    .ok()
+                    .and_then(|f| f.tag().map(str::to_owned));
             }
         }
         match request.method {
             Method::Bye => {
                 let ok = Response::from_request(&request, 200, None);
                 self.respond(now, id, &ok);
-                let reason = if side == Side::A { "bye_caller" } else { "bye_callee" };
+                let reason = if side == Side::A {
+                    "bye_caller"
+                } else {
+                    "bye_callee"
+                };
                 let phase = self.calls.get(&call).map(|c| c.phase);
                 match phase {
                     Some(Phase::Confirmed) => {
                         self.send_bye(now, &call, side.other());
                         self.end_call(now, unix_ms, &call, reason);
                     }
-                    Some(Phase::Calling | Phase::OfferRelay | Phase::AnswerRelay) if side == Side::A => {
+                    Some(Phase::Calling | Phase::OfferRelay | Phase::AnswerRelay)
+                        if side == Side::A =>
+                    {
                         self.cancel_callee(now, &call);
                         self.fail_caller(now, unix_ms, &call, 487, "Request Terminated", reason);
                     }
                     Some(Phase::Calling | Phase::AnswerRelay) => {
                         // The callee ended its dialog before the caller was answered.
-                        self.fail_caller(now, unix_ms, &call, 480, "Temporarily Unavailable", reason);
+                        self.fail_caller(
+                            now,
+                            unix_ms,
+                            &call,
+                            480,
+                            "Temporarily Unavailable",
+                            reason,
+                        );
                     }
                     _ => self.end_call(now, unix_ms, &call, reason),
                 }
@@ -1974,32 +2210,56 @@ impl Core {
                 self.respond(now, id, &ok);
             }
             Method::Info => self.relay_request(now, id, request, &call, side),
-            Method::Update | Method::Prack => self.reject(now, id, &request, 501, "Not Implemented"),
+            Method::Update | Method::Prack => {
+                self.reject(now, id, &request, 501, "Not Implemented")
+            }
             _ => self.reject(now, id, &request, 405, "Method Not Allowed"),
         }
     }
 
     /// Carries an in-dialog request (INFO) to the other leg; its final response comes back.
-    fn relay_request(&mut self, now: Instant, id: ServerTxId, request: Request, call_id: &str, side: Side) {
-        let Some(mut out) = self.in_dialog_request(call_id, side.other(), &request.method, &request) else {
+    fn relay_request(
+        &mut self,
+        now: Instant,
+        id: ServerTxId,
+        request: Request,
+        call_id: &str,
+        side: Side,
+    ) {
+        let Some(mut out) =
+            self.in_dialog_request(call_id, side.other(), &request.method, &request)
+        else {
             return self.reject(now, id, &request, 481, "Call/Transaction Does Not Exist");
         };
         if !request.body.is_empty() {
-            let content_type = request.headers.get("Content-Type").unwrap_or("application/octet-stream").to_owned();
+            let content_type = request
+                .headers
+                .get("Content-Type")
+                .unwrap_or("application/octet-stream")
+                .to_owned();
             out = out.with_body(&content_type, request.body.clone());
         }
         let flow = self.leg(call_id, side.other()).map(|l| l.flow.clone());
         let Some(flow) = flow else { return };
         match self.tx.send_request(now, out, flow) {
             Ok(tx) => {
-                self.clients.insert(tx, (call_id.to_owned(), side.other(), request.method.clone()));
+                self.clients.insert(
+                    tx,
+                    (call_id.to_owned(), side.other(), request.method.clone()),
+                );
                 self.relayed.insert(tx, (id, request));
             }
             Err(_) => self.reject(now, id, &request, 500, "Server Internal Error"),
         }
     }
 
-    fn on_relayed_response(&mut self, now: Instant, call_id: &str, tx: ClientTxId, response: &Response) {
+    fn on_relayed_response(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        tx: ClientTxId,
+        response: &Response,
+    ) {
         if response.status < 200 {
             return;
         }
@@ -2017,8 +2277,18 @@ impl Core {
     /// A re-INVITE from `side` (hold, resume, re-key, address change, session refresh): we
     /// answer it only after the other leg accepted our matching re-offer and relayd carries
     /// the new media (RFC 3261 §14, RFC 4568 §7.1.4).
-    fn on_reinvite(&mut self, now: Instant, unix_ms: u64, id: ServerTxId, request: &Request, call_id: &str, side: Side) {
-        let Some(call) = self.calls.get(call_id) else { return };
+    fn on_reinvite(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        id: ServerTxId,
+        request: &Request,
+        call_id: &str,
+        side: Side,
+    ) {
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
         if call.phase != Phase::Confirmed {
             return self.reject(now, id, request, 491, "Request Pending");
         }
@@ -2026,8 +2296,11 @@ impl Core {
             if re.from == side {
                 // §14.2: their previous INVITE is still unanswered: 500 with a Retry-After
                 // of 0 to 10 seconds.
-                let mut response = Response::from_request(request, 500, Some("Previous INVITE Pending"));
-                response.headers.push("Retry-After", (random_bytes8()[0] % 11).to_string());
+                let mut response =
+                    Response::from_request(request, 500, Some("Previous INVITE Pending"));
+                response
+                    .headers
+                    .push("Retry-After", (random_bytes8()[0] % 11).to_string());
                 self.stats.rejected += 1;
                 return self.respond(now, id, &response);
             }
@@ -2047,9 +2320,17 @@ impl Core {
             Ok(offer) => offer,
             Err(e) => return self.reject(now, id, request, e.sip_status(), e.reason_phrase()),
         };
-        let Some(call) = self.calls.get_mut(call_id) else { return };
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
         if offer.media().len() != call.media.len() {
-            return self.reject(now, id, request, 488, "Changing the number of media streams is not supported");
+            return self.reject(
+                now,
+                id,
+                request,
+                488,
+                "Changing the number of media streams is not supported",
+            );
         }
         let (settings, other_settings) = match side {
             Side::A => (call.a.settings.clone(), call.b.settings.clone()),
@@ -2082,17 +2363,27 @@ impl Core {
         self.server_reinvites.insert(id, call_id.to_owned());
         let body = match self.sdp_to(call_id, side.other(), true) {
             Ok(body) => body,
-            Err((status, reason)) => return self.refuse_reinvite(now, unix_ms, call_id, status, &reason),
+            Err((status, reason)) => {
+                return self.refuse_reinvite(now, unix_ms, call_id, status, &reason)
+            }
         };
-        let Some(out) = self.in_dialog_request(call_id, side.other(), &Method::Invite, request) else {
+        let Some(out) = self.in_dialog_request(call_id, side.other(), &Method::Invite, request)
+        else {
             return self.refuse_reinvite(now, unix_ms, call_id, 500, "Dialog incomplete");
         };
         let out = out.with_body("application/sdp", body);
-        let Some(flow) = self.leg(call_id, side.other()).map(|l| l.flow.clone()) else { return };
+        let Some(flow) = self.leg(call_id, side.other()).map(|l| l.flow.clone()) else {
+            return;
+        };
         match self.tx.send_request(now, out, flow) {
             Ok(tx) => {
-                self.clients.insert(tx, (call_id.to_owned(), side.other(), Method::Invite));
-                if let Some(re) = self.calls.get_mut(call_id).and_then(|c| c.reinvite.as_mut()) {
+                self.clients
+                    .insert(tx, (call_id.to_owned(), side.other(), Method::Invite));
+                if let Some(re) = self
+                    .calls
+                    .get_mut(call_id)
+                    .and_then(|c| c.reinvite.as_mut())
+                {
                     re.client_tx = Some(tx);
                 }
             }
@@ -2101,9 +2392,20 @@ impl Core {
     }
 
     /// Answers the pending re-INVITE with `status`, restoring the media state.
-    fn refuse_reinvite(&mut self, now: Instant, _unix_ms: u64, call_id: &str, status: u16, reason: &str) {
-        let Some(call) = self.calls.get_mut(call_id) else { return };
-        let Some(re) = call.reinvite.take() else { return };
+    fn refuse_reinvite(
+        &mut self,
+        now: Instant,
+        _unix_ms: u64,
+        call_id: &str,
+        status: u16,
+        reason: &str,
+    ) {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        let Some(re) = call.reinvite.take() else {
+            return;
+        };
         call.media = re.previous;
         match re.from {
             Side::A => call.a.last_sdp = re.previous_sdp,
@@ -2116,18 +2418,33 @@ impl Core {
     }
 
     /// 200 to a re-INVITE from `side`, retransmitted over UDP until its ACK.
-    fn answer_reinvite(&mut self, now: Instant, call_id: &str, side: Side, tx: ServerTxId, request: &Request, sdp: Vec<u8>) {
-        let Some(call) = self.calls.get(call_id) else { return };
+    fn answer_reinvite(
+        &mut self,
+        now: Instant,
+        call_id: &str,
+        side: Side,
+        tx: ServerTxId,
+        request: &Request,
+        sdp: Vec<u8>,
+    ) {
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
         let leg = if side == Side::A { &call.a } else { &call.b };
         let mut response = Response::from_request(request, 200, None);
-        response.headers.push("Contact", self.identity.contact(leg.transport(), call_id, leg.sips));
+        response.headers.push(
+            "Contact",
+            self.identity.contact(leg.transport(), call_id, leg.sips),
+        );
         response.headers.push("Allow", ALLOW);
         response.headers.push("Content-Type", "application/sdp");
         response.body = sdp;
         let reliable = leg.flow.transport != Transport::Udp;
         self.respond(now, tx, &response);
         {
-            let Some(call) = self.calls.get_mut(call_id) else { return };
+            let Some(call) = self.calls.get_mut(call_id) else {
+                return;
+            };
             let next = if reliable { now + T1 * 64 } else { now + T1 };
             call.ok = Some(OkRetransmit {
                 side,
@@ -2141,12 +2458,25 @@ impl Core {
         }
     }
 
-    fn on_reinvite_response(&mut self, now: Instant, unix_ms: u64, call_id: &str, side: Side, tx: ClientTxId, response: &Response) {
+    fn on_reinvite_response(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        call_id: &str,
+        side: Side,
+        tx: ClientTxId,
+        response: &Response,
+    ) {
         if response.status < 200 {
             return;
         }
-        let Some(call) = self.calls.get_mut(call_id) else { return };
-        let ours = call.reinvite.as_ref().is_some_and(|re| re.client_tx == Some(tx));
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        let ours = call
+            .reinvite
+            .as_ref()
+            .is_some_and(|re| re.client_tx == Some(tx));
         if (200..300).contains(&response.status) {
             // §12.2.1.2: a 2xx to a re-INVITE refreshes the remote target.
             if let Some(target) = contact_target(&response.headers) {
@@ -2156,7 +2486,9 @@ impl Core {
                 }
             }
             self.ack_in_dialog(call_id, side, response);
-            let Some(call) = self.calls.get_mut(call_id) else { return };
+            let Some(call) = self.calls.get_mut(call_id) else {
+                return;
+            };
             if !ours || call.reinvite.as_ref().is_some_and(|re| re.answered) {
                 return;
             }
@@ -2181,12 +2513,18 @@ impl Core {
 
     /// relayd carries the re-negotiated media: answer the re-INVITE's sender.
     fn continue_reinvite(&mut self, now: Instant, unix_ms: u64, call_id: &str) {
-        let Some(call) = self.calls.get_mut(call_id) else { return };
-        let Some(re) = call.reinvite.as_ref() else { return };
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        let Some(re) = call.reinvite.as_ref() else {
+            return;
+        };
         if !re.answered {
             return;
         }
-        let Some(re) = call.reinvite.take() else { return };
+        let Some(re) = call.reinvite.take() else {
+            return;
+        };
         match self.sdp_to(call_id, re.from, false) {
             Ok(sdp) => self.answer_reinvite(now, call_id, re.from, re.server_tx, &re.request, sdp),
             Err((status, reason)) => {
@@ -2201,12 +2539,17 @@ impl Core {
 
     /// ACK for a 2xx to our in-dialog INVITE on `side` (§13.2.2.4: same `CSeq` number).
     fn ack_in_dialog(&mut self, call_id: &str, side: Side, response: &Response) {
-        let Ok(cseq) = response.headers.cseq() else { return };
+        let Ok(cseq) = response.headers.cseq() else {
+            return;
+        };
         let branch = self.new_branch();
         let identity = self.identity.clone();
-        let Some(call) = self.calls.get(call_id) else { return };
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
         let leg = if side == Side::A { &call.a } else { &call.b };
-        let (Some(uri), Some(remote_tag)) = (leg.remote_target.clone(), leg.remote_tag.clone()) else {
+        let (Some(uri), Some(remote_tag)) = (leg.remote_target.clone(), leg.remote_tag.clone())
+        else {
             return;
         };
         let transport = leg.transport().clone();
@@ -2236,7 +2579,9 @@ impl Core {
         ) else {
             return;
         };
-        let Some(uri) = contact_target(headers) else { return };
+        let Some(uri) = contact_target(headers) else {
+            return;
+        };
         // UAC route set: Record-Route in reverse order (§12.1.2).
         let routes: Vec<String> = headers
             .record_routes()
@@ -2274,7 +2619,13 @@ impl Core {
     }
 
     /// A new in-dialog request on `side` (§12.2.1.1).
-    fn in_dialog_request(&mut self, call_id: &str, side: Side, method: &Method, _original: &Request) -> Option<Request> {
+    fn in_dialog_request(
+        &mut self,
+        call_id: &str,
+        side: Side,
+        method: &Method,
+        _original: &Request,
+    ) -> Option<Request> {
         let branch = self.new_branch();
         let identity = self.identity.clone();
         let call = self.calls.get_mut(call_id)?;
@@ -2336,12 +2687,20 @@ fn renegotiate(
     let err = |e: sdp::SdpError| (e.sip_status(), e.reason_phrase().to_owned());
     let answers = sdp::answer_sdp(offer, settings, &[]).map_err(err)?;
     let mut updated = media.to_vec();
-    let (ch, other) = if side == Side::A { ('a', 'b') } else { ('b', 'a') };
+    let (ch, other) = if side == Side::A {
+        ('a', 'b')
+    } else {
+        ('b', 'a')
+    };
     for (i, (section, mut answer)) in offer.media().iter().zip(answers).enumerate() {
         let remote =
             media::remote_of(offer, section).map_err(|_| (488, "Bad media address".to_owned()))?;
         let state = &mut updated[i];
-        let old_remote = if side == Side::A { state.a_remote } else { state.b_remote };
+        let old_remote = if side == Side::A {
+            state.a_remote
+        } else {
+            state.b_remote
+        };
         let moved = remote.is_some() && old_remote.is_some() && remote != old_remote;
         if let (Some(Negotiated::Srtp { keys: old, .. }), Negotiated::Srtp { keys: new, .. }) =
             (state.negotiated(ch), &mut answer.negotiated)
@@ -2354,8 +2713,13 @@ fn renegotiate(
             .negotiated(other)
             .map(|n| n.sdp_crypto().to_vec())
             .unwrap_or_default();
-        let reuse = if kept.is_empty() { KeyReuse::Fresh } else { KeyReuse::Keep(&kept) };
-        let re_offer = sdp::negotiation::offer_media(section, other_settings, reuse).map_err(err)?;
+        let reuse = if kept.is_empty() {
+            KeyReuse::Fresh
+        } else {
+            KeyReuse::Keep(&kept)
+        };
+        let re_offer =
+            sdp::negotiation::offer_media(section, other_settings, reuse).map_err(err)?;
         let remote = remote.or(old_remote);
         match side {
             Side::A => {
@@ -2378,21 +2742,27 @@ fn registrar_contacts(contacts: &[sip::Contact]) -> Result<registrar::Contacts, 
     }
     let mut list = Vec::new();
     for contact in contacts {
-        let sip::Contact::Address(addr) = contact else { continue };
+        let sip::Contact::Address(addr) = contact else {
+            continue;
+        };
         let expires = match addr.expires() {
             Some(Ok(e)) => Some(e),
             Some(Err(e)) => return Err(e.to_string()),
             None => None,
         };
         let q = match addr.q() {
-            Some(q) => Some(registrar::QValue::parse(q).ok_or_else(|| format!("bad q value {q:?}"))?),
+            Some(q) => {
+                Some(registrar::QValue::parse(q).ok_or_else(|| format!("bad q value {q:?}"))?)
+            }
             None => None,
         };
         list.push(registrar::ContactParam {
             uri: addr.uri().to_string(),
             expires,
             q,
-            instance: addr.param("+sip.instance").and_then(sip::Param::unquoted_value),
+            instance: addr
+                .param("+sip.instance")
+                .and_then(sip::Param::unquoted_value),
             reg_id: addr
                 .param("reg-id")
                 .and_then(|p| p.value())
@@ -2447,14 +2817,19 @@ fn apply_answer(call: &mut Call, side: Side, body: &[u8]) -> Result<(), (u16, St
     let offers: Vec<_> = call
         .media
         .iter()
-        .map(|m| m.offer.clone().unwrap_or(sdp::negotiation::MediaOffer::Disabled))
+        .map(|m| {
+            m.offer
+                .clone()
+                .unwrap_or(sdp::negotiation::MediaOffer::Disabled)
+        })
         .collect();
     let settings = match side {
         Side::A => &call.a.settings,
         Side::B => &call.b.settings,
     };
     let negotiated = sdp::process_answer_sdp(&answer, &offers, settings).map_err(refuse)?;
-    for ((state, section), negotiated) in call.media.iter_mut().zip(answer.media()).zip(negotiated) {
+    for ((state, section), negotiated) in call.media.iter_mut().zip(answer.media()).zip(negotiated)
+    {
         let remote = media::remote_of(&answer, section).map_err(refuse)?;
         match side {
             Side::A => {

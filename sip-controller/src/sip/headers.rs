@@ -474,7 +474,10 @@ mod tests {
     #[test]
     fn credentials_stay_out_of_debug() {
         let mut headers = Headers::new();
-        headers.push("Proxy-Authorization", "Digest username=\"a\", response=\"0123abcd\"");
+        headers.push(
+            "Proxy-Authorization",
+            "Digest username=\"a\", response=\"0123abcd\"",
+        );
         headers.push("Subject", "visible");
         let debug = format!("{headers:?}");
         assert!(!debug.contains("0123abcd"), "{debug}");

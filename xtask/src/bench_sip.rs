@@ -1,7 +1,7 @@
 //! `cargo xtask bench sip`: call setups per second through sip-controller, each call with a
 //! relayd session (PUT at the offer, PUT at the answer, DELETE at the BYE).
 //!
-//! sip-controller is pinned alone to `--controller-cpu`; relayd, SIPp and `sip-callgen` share
+//! sip-controller is pinned alone to `--controller-cpu`; relayd, `SIPp` and `sip-callgen` share
 //! `--generator-cpu`. Two series on loopback:
 //!
 //! - **TLS**: `sip-callgen` places calls over one TLS connection (SRTP offer, mandatory on

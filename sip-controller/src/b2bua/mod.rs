@@ -1424,7 +1424,7 @@ impl Core {
                 self.on_callee_invite_response(now, unix_ms, &call_id, response, retransmission);
             }
             Method::Invite => {
-                self.on_reinvite_response(now, unix_ms, &call_id, side, tx, &response)
+                self.on_reinvite_response(now, unix_ms, &call_id, side, tx, &response);
             }
             Method::Bye | Method::Cancel => {}
             _ => self.on_relayed_response(now, &call_id, tx, &response),
@@ -2211,7 +2211,7 @@ impl Core {
             }
             Method::Info => self.relay_request(now, id, request, &call, side),
             Method::Update | Method::Prack => {
-                self.reject(now, id, &request, 501, "Not Implemented")
+                self.reject(now, id, &request, 501, "Not Implemented");
             }
             _ => self.reject(now, id, &request, 405, "Method Not Allowed"),
         }

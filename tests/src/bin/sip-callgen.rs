@@ -93,6 +93,10 @@ struct UacCall {
     contact: Option<Uri>,
 }
 
+/// A send that takes longer than this counts as a failed call (the controller is not
+/// reading: overload).
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 const OFFER_SRTP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/SAVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=sendrecv\r\n";
 const OFFER_PLAIN: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
@@ -196,8 +200,15 @@ async fn run(args: &Args, transport: Transport) -> Result<Report, String> {
         if now > hard_stop || (attempted == args.calls && calls.is_empty()) {
             break;
         }
-        // Place the calls that are due.
-        while attempted < args.calls && next_call <= now {
+        // Place the calls that are due (a bounded batch per turn, so responses keep being
+        // read even when the generator falls behind its schedule).
+        let mut placed = 0;
+        while attempted < args.calls
+            && next_call <= now
+            && placed < 64
+            && Instant::now() < hard_stop
+        {
+            placed += 1;
             attempted += 1;
             next_call += interval;
             let call_id = format!("{}@callgen", token(attempted));
@@ -219,9 +230,16 @@ async fn run(args: &Args, transport: Transport) -> Result<Report, String> {
             );
             let mut out = Outbound::request(transport, args.controller, invite.into_bytes());
             out.tls_verify_server = Some(false);
-            if let Err(e) = layer.send(out).await {
-                *failures.entry(format!("send: {e}")).or_default() += 1;
-                continue;
+            match tokio::time::timeout(SEND_TIMEOUT, layer.send(out)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    *failures.entry(format!("send: {e}")).or_default() += 1;
+                    continue;
+                }
+                Err(_) => {
+                    *failures.entry("send timeout".to_owned()).or_default() += 1;
+                    continue;
+                }
             }
             calls.insert(
                 call_id,

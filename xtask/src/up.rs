@@ -4,7 +4,7 @@
 //! 30000-39999 on 127.0.0.1, the socket datapath; the API token is kept in `relayd.token` at
 //! the workspace root) and sip-controller (SIP on UDP/TCP 127.0.0.1:5060 and TLS
 //! 127.0.0.1:5061 with a self-signed certificate kept in `sip-controller-state/`, its HTTP API
-//! on 127.0.0.1:8090, CDRs appended to `sip-controller-state/cdr.jsonl`; the loopback profile
+//! on 127.0.0.1:8090, the rtpengine NG protocol on UDP 127.0.0.1:2223, CDRs appended to `sip-controller-state/cdr.jsonl`; the loopback profile
 //! lets anything on 127.0.0.0/8 register and call registered users without credentials).
 //! Ctrl-C (or SIGTERM to xtask) stops every process cleanly and waits for it.
 
@@ -98,7 +98,7 @@ pub fn run(args: &UpArgs) -> Result<()> {
     println!(
         "stack: sip-controller SIP udp+tcp 127.0.0.1:5060, tls 127.0.0.1:5061 (sips:, \
          ;transport=tls; certificate {}); HTTP API http://{}/v1/calls (health: /v1/health, \
-         metrics: /metrics); CDRs in {}",
+         metrics: /metrics); NG (rtpengine protocol) udp 127.0.0.1:2223; CDRs in {}",
         state.join("sip-tls-self-signed.crt").display(),
         args.controller_http,
         state.join("cdr.jsonl").display()

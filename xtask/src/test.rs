@@ -14,6 +14,7 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
     ("srtp", "unprotect"),
     ("sip-controller", "sip_parse"),
     ("sip-controller", "sdp_rewrite"),
+    ("sip-controller", "ng_decode"),
 ];
 
 #[derive(Debug, Args)]

@@ -61,6 +61,25 @@ impl MediaState {
             && !matches!(self.b, Some(Negotiated::Disabled))
     }
 
+    /// The same section seen from the other side of the call: what was negotiated for the
+    /// caller becomes the callee's and the other way round (delayed offer, where the callee
+    /// makes the offer we answer).
+    #[must_use]
+    pub fn reversed(self) -> Self {
+        Self {
+            a: self.b,
+            b: self.a,
+            offer: self.offer,
+            a_remote: self.b_remote,
+            b_remote: self.a_remote,
+            // We answer the callee's offer, accepting its mux; the caller is offered a
+            // separate RTCP port (no mux) so its answer needs no renegotiation of the leg.
+            a_mux: false,
+            b_mux: self.a_mux,
+            b_mux_offered: false,
+        }
+    }
+
     /// What `side` (`'a'` or `'b'`) negotiated.
     pub fn negotiated(&self, side: char) -> Option<&Negotiated> {
         if side == 'a' {

@@ -21,9 +21,10 @@
 //!    |--- ACK --------->|                         |                    |
 //! ```
 //!
-//! What it does not do (answered with a clear status): offerless INVITEs (delayed offer,
-//! 488), forking to several registered contacts (the best binding is called), PRACK/100rel
-//! (not advertised), UPDATE (501). In-dialog requests go over the flow the dialog was set up
+//! Delayed offer (no SDP in the INVITE, RFC 3261 §13.2.1) is carried through the 2xx and
+//! both ACKs. What it does not do (answered with a clear status): forking to several
+//! registered contacts (the best binding is called), PRACK/100rel (not advertised), UPDATE
+//! (501). In-dialog requests go over the flow the dialog was set up
 //! on (the caller's source address and connection, the callee's next hop), with the peer's
 //! route set in Route headers: NAT-safe for TLS phones, and what trunks expect from a B2BUA.
 
@@ -275,7 +276,10 @@ struct OkRetransmit {
     give_up: Instant,
 }
 
+/// One call. Its flags are independent facts of the call's progress (cancelled, delayed
+/// offer, answered, relay used), not an encoded state machine: that is `phase`.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)]
 struct Call {
     id: String,
     phase: Phase,
@@ -288,6 +292,18 @@ struct Call {
     b_ack: Option<Request>,
     /// The callee's INVITE was cancelled (or its CANCEL deferred until a provisional).
     callee_cancelled: bool,
+    /// The caller sent no offer (RFC 3261 §13.2.1 delayed offer): the callee offers in its
+    /// 2xx, we offer that to the caller in our 2xx, the caller answers in its ACK and we
+    /// answer the callee in ours.
+    delayed_offer: bool,
+    /// Delayed offer: the callee's 2xx waits for its ACK until the caller's answer is
+    /// programmed into relayd.
+    callee_ack_pending: Option<Response>,
+    /// Delayed offer: the caller's answer is being programmed.
+    caller_answered: bool,
+    /// A relay session was requested (a call that ends before it had media has none to
+    /// delete).
+    relay_used: bool,
     media: Vec<MediaState>,
     relay_view: Option<SessionView>,
     relay_in_flight: bool,
@@ -1004,14 +1020,9 @@ impl Core {
             .ok()
             .flatten()
             .is_some_and(|t| t.is_sdp());
-        if request.body.is_empty() || !is_sdp {
-            return self.reject(
-                now,
-                id,
-                request,
-                488,
-                "Offerless INVITE (delayed offer) is not supported",
-            );
+        let delayed_offer = request.body.is_empty();
+        if !delayed_offer && !is_sdp {
+            return self.reject(now, id, request, 415, "Unsupported Media Type (SDP only)");
         }
         let a_trunk = match &origin {
             Source::Trunk(name) => Some(name.as_str()),
@@ -1021,13 +1032,17 @@ impl Core {
         let (b_mode, b_suites, b_interface) = routing::media_policy(&config, b_trunk.as_deref());
         let a_settings = media::settings(a_mode, a_suites);
         let b_settings = media::settings(b_mode, b_suites);
-        let offer = match Sdp::parse(&request.body) {
-            Ok(sdp) => sdp,
-            Err(e) => return self.reject(now, id, request, e.sip_status(), e.reason_phrase()),
-        };
-        let media = match negotiate_offer(&offer, &a_settings, &b_settings) {
-            Ok(media) => media,
-            Err((status, reason)) => return self.reject(now, id, request, status, &reason),
+        let media = if delayed_offer {
+            Vec::new()
+        } else {
+            let offer = match Sdp::parse(&request.body) {
+                Ok(sdp) => sdp,
+                Err(e) => return self.reject(now, id, request, e.sip_status(), e.reason_phrase()),
+            };
+            match negotiate_offer(&offer, &a_settings, &b_settings) {
+                Ok(media) => media,
+                Err((status, reason)) => return self.reject(now, id, request, status, &reason),
+            }
         };
         // 100 Trying (§17.2.1: a TU answering later sends one at once).
         let trying = Response::from_request(request, 100, None);
@@ -1154,6 +1169,10 @@ impl Core {
             b_request: None,
             b_ack: None,
             callee_cancelled: false,
+            delayed_offer,
+            callee_ack_pending: None,
+            caller_answered: false,
+            relay_used: false,
             media,
             relay_view: None,
             relay_in_flight: false,
@@ -1168,7 +1187,12 @@ impl Core {
         self.stats.calls_started += 1;
         self.calls.insert(call_id.clone(), call);
         self.publish(&call_id);
-        self.program_relay(&call_id);
+        if delayed_offer {
+            // No media yet: the relay session is created once the callee offers.
+            self.send_callee_invite(now, unix_ms, &call_id);
+        } else {
+            self.program_relay(&call_id);
+        }
     }
 
     /// §8.2.2.2: the same INVITE (From tag, Call-ID, `CSeq`) arriving again by another path.
@@ -1210,7 +1234,10 @@ impl Core {
             return;
         }
         match media::session_spec(&call.media, &call.a.interface, &call.b.interface, timeout) {
-            Ok(spec) => Self::queue_relay(&mut self.outputs, call, RelayRequest::Put(spec)),
+            Ok(spec) => {
+                call.relay_used = true;
+                Self::queue_relay(&mut self.outputs, call, RelayRequest::Put(spec));
+            }
             Err(reason) => warn!(call = id, %reason, "relay session not expressible"),
         }
     }
@@ -1275,7 +1302,10 @@ impl Core {
                 match call.phase {
                     Phase::OfferRelay => self.send_callee_invite(now, unix_ms, call_id),
                     Phase::AnswerRelay => self.answer_caller(now, unix_ms, call_id),
-                    _ => self.continue_reinvite(now, unix_ms, call_id),
+                    _ => {
+                        self.continue_delayed_answer(now, unix_ms, call_id);
+                        self.continue_reinvite(now, unix_ms, call_id);
+                    }
                 }
             }
             Err(reason) => {
@@ -1321,10 +1351,15 @@ impl Core {
         let branch = self.new_branch();
         let identity = self.identity.clone();
         let user_agent = self.config.sip.user_agent.clone();
-        let body = match self.sdp_to(id, Side::B, true) {
-            Ok(body) => body,
-            Err((status, reason)) => {
-                return self.fail_caller(now, unix_ms, id, status, &reason, "sdp_error");
+        let delayed = self.calls.get(id).is_some_and(|c| c.delayed_offer);
+        let body = if delayed {
+            None
+        } else {
+            match self.sdp_to(id, Side::B, true) {
+                Ok(body) => Some(body),
+                Err((status, reason)) => {
+                    return self.fail_caller(now, unix_ms, id, status, &reason, "sdp_error");
+                }
             }
         };
         let Some(call) = self.calls.get_mut(id) else {
@@ -1360,7 +1395,9 @@ impl Core {
             )
             .with_header("Allow", ALLOW)
             .with_header("User-Agent", user_agent);
-        request = request.with_body("application/sdp", body);
+        if let Some(body) = body {
+            request = request.with_body("application/sdp", body);
+        }
         call.b_request = Some(request.clone());
         call.phase = Phase::Calling;
         match self.tx.send_request(now, request, call.b.flow.clone()) {
@@ -1449,9 +1486,13 @@ impl Core {
                 let flow = call.b.flow.clone();
                 return self.ack_and_bye(now, &response, flow, !retransmission);
             }
-            // ACK every 2xx, retransmissions included (§13.2.2.4).
-            if call.b_ack.is_none() || retransmission {
-                self.ack_callee(id, &response);
+            // ACK every 2xx, retransmissions included (§13.2.2.4); with a delayed offer the
+            // ACK carries our answer, so it waits for the caller's.
+            if let (true, Some(ack)) = (retransmission, call.b_ack.as_ref()) {
+                let (bytes, flow) = (ack.to_bytes(), call.b.flow.clone());
+                self.tx.send_stateless(bytes, flow);
+            } else if !call.delayed_offer && call.b_ack.is_none() {
+                self.ack_callee(id, &response, None);
             }
             let Some(call) = self.calls.get_mut(id) else {
                 return;
@@ -1476,6 +1517,9 @@ impl Core {
                 .record_routes()
                 .map(|r| r.iter().rev().map(ToString::to_string).collect())
                 .unwrap_or_default();
+            if call.delayed_offer {
+                return self.on_callee_offer(now, unix_ms, id, response);
+            }
             if let Err((code, reason)) = apply_answer(call, Side::B, &response.body) {
                 warn!(call = id, code, %reason, "callee answer refused");
                 call.final_response = None;
@@ -1519,7 +1563,7 @@ impl Core {
         }
     }
 
-    fn ack_callee(&mut self, id: &str, response: &Response) {
+    fn ack_callee(&mut self, id: &str, response: &Response, sdp: Option<Vec<u8>>) {
         let branch = self.new_branch();
         let identity = self.identity.clone();
         let Some(call) = self.calls.get_mut(id) else {
@@ -1554,6 +1598,9 @@ impl Core {
             .unwrap_or_default();
         for route in routes {
             ack.headers.push("Route", route);
+        }
+        if let Some(sdp) = sdp {
+            ack = ack.with_body("application/sdp", sdp);
         }
         let bytes = ack.to_bytes();
         call.b_ack = Some(ack);
@@ -1691,7 +1738,9 @@ impl Core {
     }
 
     fn answer_caller(&mut self, now: Instant, unix_ms: u64, id: &str) {
-        let sdp = match self.sdp_to(id, Side::A, false) {
+        // With a delayed offer our 2xx carries the offer (the callee's, rewritten).
+        let offering = self.calls.get(id).is_some_and(|c| c.delayed_offer);
+        let sdp = match self.sdp_to(id, Side::A, offering) {
             Ok(sdp) => sdp,
             Err((status, reason)) => {
                 self.send_bye(now, id, Side::B);
@@ -1735,7 +1784,7 @@ impl Core {
         self.publish(id);
     }
 
-    fn on_ack(&mut self, _now: Instant, _unix_ms: u64, request: &Request, _source: &Target) {
+    fn on_ack(&mut self, now: Instant, unix_ms: u64, request: &Request, _source: &Target) {
         let (Ok(call_id), Ok(to)) = (request.headers.call_id(), request.headers.to()) else {
             return;
         };
@@ -1747,11 +1796,85 @@ impl Core {
         else {
             return;
         };
-        if let Some(call) = self.calls.get_mut(&id) {
-            if let Some(ok) = call.ok.take_if(|ok| ok.side == side) {
-                self.timers.remove(&(ok.next, id));
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(ok) = call.ok.take_if(|ok| ok.side == side) {
+            self.timers.remove(&(ok.next, id.clone()));
+        }
+        if side == Side::A && call.callee_ack_pending.is_some() && !call.caller_answered {
+            // Delayed offer: the caller's ACK carries its answer (§13.2.1).
+            if request.body.is_empty() {
+                warn!(call = %id, "delayed offer: the caller's ACK carries no answer");
+                return self.hang_up_both(now, unix_ms, &id, "caller_sent_no_answer");
+            }
+            if let Err((status, reason)) = apply_answer(call, Side::A, &request.body) {
+                warn!(call = %id, status, %reason, "delayed offer: the caller's answer is refused");
+                return self.hang_up_both(now, unix_ms, &id, "caller_sdp_refused");
+            }
+            call.caller_answered = true;
+            self.program_relay(&id);
+        }
+    }
+
+    /// Delayed offer: the callee's 2xx carried its offer. We answer it (leg `b` keys), offer
+    /// the caller (leg `a`), program relayd and then send the caller our offer in the 2xx.
+    fn on_callee_offer(&mut self, now: Instant, unix_ms: u64, id: &str, response: Response) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        let negotiated = Sdp::parse(&response.body)
+            .map_err(|e| (488, e.reason_phrase().to_owned()))
+            .and_then(|offer| {
+                negotiate_offer(&offer, &call.b.settings, &call.a.settings)
+                    .map(|media| media.into_iter().map(MediaState::reversed).collect())
+            });
+        let media: Vec<MediaState> = match negotiated {
+            Ok(media) if !response.body.is_empty() => media,
+            Ok(_) | Err(_) => {
+                let reason = match &negotiated {
+                    Err((_, reason)) => reason.clone(),
+                    Ok(_) => "callee answered an offerless INVITE without an offer".to_owned(),
+                };
+                warn!(call = id, %reason, "delayed offer: the callee's offer is refused");
+                self.ack_callee(id, &response, None);
+                self.send_bye(now, id, Side::B);
+                return self.fail_caller(now, unix_ms, id, 488, &reason, "callee_sdp_refused");
+            }
+        };
+        call.media = media;
+        call.b.last_sdp.clone_from(&response.body);
+        call.phase = Phase::AnswerRelay;
+        call.callee_ack_pending = Some(response.clone());
+        call.final_response = Some(response);
+        self.program_relay(id);
+    }
+
+    /// Delayed offer: the caller's answer is programmed; ACK the callee with ours.
+    fn continue_delayed_answer(&mut self, now: Instant, unix_ms: u64, id: &str) {
+        let ready = self
+            .calls
+            .get(id)
+            .is_some_and(|c| c.caller_answered && c.callee_ack_pending.is_some());
+        if !ready {
+            return;
+        }
+        let Some(response) = self
+            .calls
+            .get_mut(id)
+            .and_then(|c| c.callee_ack_pending.take())
+        else {
+            return;
+        };
+        match self.sdp_to(id, Side::B, false) {
+            Ok(sdp) => self.ack_callee(id, &response, Some(sdp)),
+            Err((_, reason)) => {
+                warn!(call = id, %reason, "delayed offer: no answer for the callee");
+                self.ack_callee(id, &response, None);
+                self.hang_up_both(now, unix_ms, id, "sdp_error");
             }
         }
+        self.publish(id);
     }
 
     fn on_stray_response(&mut self, now: Instant, response: &Response, source: &Target) {
@@ -2003,7 +2126,11 @@ impl Core {
         }
         call.record.end_reason = Some(reason.to_owned());
         call.record.ended_unix_ms = Some(unix_ms);
-        Self::queue_relay(&mut self.outputs, call, RelayRequest::Delete);
+        if call.relay_used {
+            Self::queue_relay(&mut self.outputs, call, RelayRequest::Delete);
+        } else {
+            self.finish(unix_ms, id);
+        }
     }
 
     fn finish(&mut self, unix_ms: u64, id: &str) {

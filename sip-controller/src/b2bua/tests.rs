@@ -1643,20 +1643,160 @@ fn plain_offer_from_a_mandatory_srtp_carrier_is_488_without_relay() {
     h.assert_clean();
 }
 
+/// RFC 3261 §13.2.1 delayed offer: an INVITE without SDP. The callee offers in its 2xx, the
+/// caller gets that offer (rewritten, keyed for its SRTP policy) in our 2xx and answers in its
+/// ACK; the callee gets our answer in its ACK, sent only once relayd carries both legs.
 #[test]
-fn offerless_invite_is_488() {
+fn delayed_offer_is_carried_through_both_acks() {
     let mut h = Harness::new(CARRIER_TO_PBX);
     let carrier_peer = Peer::carrier();
+    let pbx_peer = Peer::pbx();
     let mut carrier = carrier_ua(carrier_peer.clone(), "call-5f@198.51.100.10");
     h.deliver(&carrier_peer, invite_from(&mut carrier, &[], None));
-    let sent = h.one_sent();
-    assert_eq!(sent.status(), Some(488));
-    assert!(
-        sent.response().reason.contains("Offerless"),
-        "{}",
-        sent.response().reason
-    );
+    // No media yet: no relay request; the callee gets an offerless INVITE at once.
+    let sent = h.take_sent();
+    assert_eq!(kinds(&sent), ["100", "INVITE"]);
     assert!(h.relay.is_empty());
+    let invite_to_pbx = sent[1].request().clone();
+    assert!(invite_to_pbx.body.is_empty());
+    // The PBX offers plain RTP in its 200: no ACK yet, the relay is programmed first.
+    let pbx = Ua::callee(pbx_peer.clone(), &invite_to_pbx, "pbx-5f");
+    let contact = pbx.contact.clone();
+    h.deliver(
+        &pbx_peer,
+        reply(
+            &invite_to_pbx,
+            200,
+            Some("pbx-5f"),
+            &[("Contact", &contact)],
+            Some(&pbx_answer()),
+        ),
+    );
+    assert!(
+        h.take_sent().is_empty(),
+        "the callee's ACK waits for the caller's answer"
+    );
+    let (_, spec) = h.relay_put();
+    let b0 = spec_leg(&spec, "b0");
+    assert_eq!(
+        b0.remote.map(|r| r.address.to_string()),
+        Some(PBX_MEDIA.to_owned())
+    );
+    assert!(b0.inbound_crypto.is_none() && b0.outbound_crypto.is_none());
+    h.relay_ok();
+    // Our 200 to the carrier carries our offer: SRTP (the carrier trunk is mandatory).
+    let ok = h.one_sent();
+    assert_eq!(ok.status(), Some(200));
+    let offer = sdp_text(ok.body());
+    assert!(offer.contains("RTP/SAVP"), "{offer}");
+    assert!(!cryptos(ok.body()).is_empty(), "{offer}");
+    assert_eq!(
+        sdp_line(ok.body(), "m=audio")
+            .as_deref()
+            .map(|m| m.contains(" 30000 ")),
+        Some(true)
+    );
+    // The carrier answers in its ACK with tag 1.
+    carrier.remote = ok.header("To").expect("To").to_owned();
+    carrier.target = ok
+        .header("Contact")
+        .expect("Contact")
+        .trim_matches(['<', '>'])
+        .to_owned();
+    let answer = carrier_offer("");
+    h.deliver(
+        &carrier_peer,
+        carrier.request_with("ACK", 1, &[], Some(&answer)),
+    );
+    let (_, spec) = h.relay_put();
+    assert_eq!(
+        key_of(spec_leg(&spec, "a0").inbound_crypto.as_ref()),
+        CARRIER_KEY
+    );
+    assert!(spec_leg(&spec, "a0").outbound_crypto.is_some());
+    h.relay_ok();
+    // Now the PBX gets its ACK with our plain answer pointing at the relay's b0 port.
+    let ack = h.one_sent();
+    assert_eq!(ack.method(), Some("ACK"));
+    let body = sdp_text(ack.body());
+    assert!(
+        body.contains("RTP/AVP") && !body.contains("a=crypto"),
+        "{body}"
+    );
+    assert_eq!(
+        sdp_line(ack.body(), "m=audio")
+            .as_deref()
+            .map(|m| m.contains(" 30002 ")),
+        Some(true)
+    );
+    // A retransmitted 200 from the PBX gets the same ACK again.
+    h.deliver(
+        &pbx_peer,
+        reply(
+            &invite_to_pbx,
+            200,
+            Some("pbx-5f"),
+            &[("Contact", &contact)],
+            Some(&pbx_answer()),
+        ),
+    );
+    let again = h.take_sent();
+    assert!(
+        again
+            .iter()
+            .all(|s| s.method() == Some("ACK") && s.body() == ack.body()),
+        "{:?}",
+        kinds(&again)
+    );
+    // The carrier hangs up: the call ends as usual.
+    h.deliver(&carrier_peer, carrier.request("BYE", None));
+    let sent = h.take_sent();
+    assert!(
+        kinds(&sent).contains(&"200".to_owned()) && kinds(&sent).contains(&"BYE".to_owned()),
+        "{:?}",
+        kinds(&sent)
+    );
+    h.relay_drain();
+    let record = h.ended();
+    assert_eq!(record.end_reason.as_deref(), Some("bye_caller"));
+    assert_eq!(
+        record.legs[0].media.inbound_suite.as_deref(),
+        Some(SUITE_80)
+    );
+    h.assert_clean();
+}
+
+/// A callee that answers an offerless INVITE without an offer is hung up; the caller gets 488.
+#[test]
+fn delayed_offer_without_an_offer_from_the_callee_fails_the_call() {
+    let mut h = Harness::new(CARRIER_TO_PBX);
+    let carrier_peer = Peer::carrier();
+    let pbx_peer = Peer::pbx();
+    let mut carrier = carrier_ua(carrier_peer.clone(), "call-5f2@198.51.100.10");
+    h.deliver(&carrier_peer, invite_from(&mut carrier, &[], None));
+    let sent = h.take_sent();
+    let invite_to_pbx = sent[1].request().clone();
+    h.deliver(
+        &pbx_peer,
+        reply(
+            &invite_to_pbx,
+            200,
+            Some("pbx-x"),
+            &[("Contact", "<sip:pbx@10.0.0.20:5060>")],
+            None,
+        ),
+    );
+    let sent = h.take_sent();
+    let kinds = kinds(&sent);
+    assert!(
+        kinds.contains(&"ACK".to_owned())
+            && kinds.contains(&"BYE".to_owned())
+            && kinds.contains(&"488".to_owned()),
+        "{kinds:?}"
+    );
+    h.relay_drain();
+    let record = h.ended();
+    assert_eq!(record.status, Some(488));
     h.assert_clean();
 }
 

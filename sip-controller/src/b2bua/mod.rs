@@ -22,8 +22,8 @@
 //! ```
 //!
 //! Delayed offer (no SDP in the INVITE, RFC 3261 §13.2.1) is carried through the 2xx and
-//! both ACKs. What it does not do (answered with a clear status): forking to several
-//! registered contacts (the best binding is called), PRACK/100rel (not advertised), UPDATE
+//! both ACKs. A registered user's contacts are tried one after the other (serial forking).
+//! What it does not do (answered with a clear status): parallel forking, PRACK/100rel (not advertised), UPDATE
 //! (501). In-dialog requests go over the flow the dialog was set up
 //! on (the caller's source address and connection, the callee's next hop), with the peer's
 //! route set in Route headers: NAT-safe for TLS phones, and what trunks expect from a B2BUA.
@@ -304,6 +304,8 @@ struct Call {
     /// A relay session was requested (a call that ends before it had media has none to
     /// delete).
     relay_used: bool,
+    /// Registered contacts still to try, best first, when the current one fails.
+    alternates: Vec<(Uri, Target)>,
     media: Vec<MediaState>,
     relay_view: Option<SessionView>,
     relay_in_flight: bool,
@@ -971,6 +973,7 @@ impl Core {
                     return self.reject(now, id, request, e.sip_status(), &reason);
                 }
             };
+        let mut alternates = Vec::new();
         let (b_trunk, b_uri, b_target, b_peer) = match destination {
             Destination::Trunk {
                 trunk,
@@ -987,6 +990,9 @@ impl Core {
             }
             Destination::Registrar { aor } => {
                 let bindings = self.registrar.lookup(&aor, unix_ms / 1000);
+                if bindings.len() > MAX_CONTACTS_TRIED {
+                    debug!(%aor, bindings = bindings.len(), "only the best contacts are tried");
+                }
                 let Some(binding) = bindings.first() else {
                     return self.reject(
                         now,
@@ -996,20 +1002,17 @@ impl Core {
                         "Temporarily Unavailable (not registered)",
                     );
                 };
-                let Ok(uri) = Uri::parse(&binding.contact) else {
+                let Some((uri, target)) = binding_target(binding) else {
                     return self.reject(now, id, request, 500, "Registered contact does not parse");
                 };
-                let flow = &binding.flow;
-                let target = Target {
-                    transport: match flow.transport {
-                        registrar::Transport::Tls => Transport::Tls,
-                        registrar::Transport::Tcp => Transport::Tcp,
-                        registrar::Transport::Udp => Transport::Udp,
-                    },
-                    address: flow.source,
-                    connection: flow.connection_id,
-                    server_name: None,
-                };
+                // The other contacts are tried in turn if this one fails (serial forking,
+                // RFC 3261 §16.6 ordering by q).
+                alternates = bindings
+                    .iter()
+                    .skip(1)
+                    .take(MAX_CONTACTS_TRIED - 1)
+                    .filter_map(binding_target)
+                    .collect();
                 (None, uri, target, format!("endpoint:{aor}"))
             }
         };
@@ -1173,6 +1176,7 @@ impl Core {
             callee_ack_pending: None,
             caller_answered: false,
             relay_used: false,
+            alternates,
             media,
             relay_view: None,
             relay_in_flight: false,
@@ -1533,6 +1537,10 @@ impl Core {
             if call.phase == Phase::Ending || call.phase == Phase::Confirmed {
                 return;
             }
+            // Another registered contact of the callee? (6xx is a global refusal, §21.6.)
+            if status < 600 && !call.callee_cancelled && !call.alternates.is_empty() {
+                return self.try_next_contact(now, unix_ms, id, status);
+            }
             // Pass the failure on (3xx become 480: a B2BUA does not let callers redirect
             // through it to arbitrary targets).
             let (code, reason) = if status < 400 {
@@ -1561,6 +1569,41 @@ impl Core {
                 self.send_provisional(now, id, status, &response.reason.clone(), None);
             }
         }
+    }
+
+    /// The callee's contact failed with `status`: a new callee dialog to the next registered
+    /// contact (new Call-ID and tag; the relay session and the caller's side are unchanged).
+    fn try_next_contact(&mut self, now: Instant, unix_ms: u64, id: &str, status: u16) {
+        let host = self.identity.host.clone();
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        if call.alternates.is_empty() {
+            return;
+        }
+        let (uri, target) = call.alternates.remove(0);
+        info!(call = id, status, next = %uri, "callee contact failed: trying the next one");
+        self.dialogs
+            .remove(&(call.b.call_id.clone(), call.b.local_tag.clone()));
+        call.b.sips = uri.is_sips();
+        call.b.flow = target;
+        call.b.remote_uri = NameAddr::new(uri.clone()).to_string();
+        call.b.remote_target = Some(uri);
+        call.b.remote_tag = None;
+        call.b.route_set.clear();
+        call.b.remote_cseq = None;
+        call.b.signalling = None;
+        call.b.call_id = format!("{}@{host}", random_hex(12));
+        call.b.local_tag = random_hex(8);
+        call.b.origin_version = 1;
+        call.b.sent_sdp = None;
+        call.b_invite = None;
+        call.b_ack = None;
+        self.dialogs.insert(
+            (call.b.call_id.clone(), call.b.local_tag.clone()),
+            (id.to_owned(), Side::B),
+        );
+        self.send_callee_invite(now, unix_ms, id);
     }
 
     fn ack_callee(&mut self, id: &str, response: &Response, sdp: Option<Vec<u8>>) {
@@ -1938,7 +1981,12 @@ impl Core {
                     .get(&call_id)
                     .is_some_and(|c| c.b_invite == Some(client));
                 if method == Method::Invite && is_invite {
-                    if self
+                    let hunt = self.calls.get(&call_id).is_some_and(|c| {
+                        c.phase == Phase::Calling && !c.callee_cancelled && !c.alternates.is_empty()
+                    });
+                    if hunt {
+                        self.try_next_contact(now, unix_ms, &call_id, 408);
+                    } else if self
                         .calls
                         .get(&call_id)
                         .is_some_and(|c| c.phase == Phase::Calling)
@@ -2783,6 +2831,27 @@ fn random_bytes8() -> [u8; 8] {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).unwrap_or_else(|e| panic!("no OS randomness: {e}"));
     b
+}
+
+/// Registered contacts tried for one call, at most (serial forking).
+const MAX_CONTACTS_TRIED: usize = 10;
+
+/// A binding's Contact URI and the flow it registered over (RFC 5626: requests go back over
+/// that connection, from the address it came from).
+fn binding_target(binding: &registrar::Binding) -> Option<(Uri, Target)> {
+    let uri = Uri::parse(&binding.contact).ok()?;
+    let flow = &binding.flow;
+    let target = Target {
+        transport: match flow.transport {
+            registrar::Transport::Tls => Transport::Tls,
+            registrar::Transport::Tcp => Transport::Tcp,
+            registrar::Transport::Udp => Transport::Udp,
+        },
+        address: flow.source,
+        connection: flow.connection_id,
+        server_name: None,
+    };
+    Some((uri, target))
 }
 
 fn contact_uri(contact: sip::Contact) -> Option<Uri> {

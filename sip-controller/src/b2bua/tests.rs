@@ -3422,3 +3422,94 @@ fn callee_bye_before_the_caller_is_answered_fails_the_caller() {
     assert!(h.take_sent().is_empty(), "no 200 to the caller afterwards");
     h.assert_clean();
 }
+
+/// A user registered from two phones: the best contact (q) is called first; when it fails
+/// (480) the next one rings, over its own registered flow, and answers (serial forking).
+#[test]
+fn a_failed_contact_hands_the_call_to_the_next_registered_one() {
+    let mut h = Harness::new(REGISTRAR);
+    let desk = Peer::tcp("127.0.0.1:5070", 9);
+    let mobile = Peer::tcp("127.0.0.1:5072", 10);
+    let desk_register = String::from_utf8(register("127.0.0.1:5070", "TCP", 1, ""))
+        .expect("utf8")
+        .replace(";transport=tcp>", ";transport=tcp>;q=1.0");
+    h.deliver(&desk, desk_register.into_bytes());
+    assert_eq!(h.one_sent().status(), Some(200));
+    let mobile_register = String::from_utf8(register("127.0.0.1:5072", "TCP", 2, ""))
+        .expect("utf8")
+        .replace("Call-ID: reg-1@", "Call-ID: reg-2@")
+        .replace(";transport=tcp>", ";transport=tcp>;q=0.5");
+    h.deliver(&mobile, mobile_register.into_bytes());
+    assert_eq!(h.one_sent().status(), Some(200));
+
+    let carrier_peer = Peer::carrier();
+    let mut carrier = carrier_ua(carrier_peer.clone(), "call-8f@198.51.100.10");
+    carrier.target = "sip:alice@example.com".to_owned();
+    h.deliver(
+        &carrier_peer,
+        invite_from(&mut carrier, &[], Some(&carrier_offer("a=sendrecv"))),
+    );
+    assert_eq!(kinds(&h.take_sent()), ["100"]);
+    h.relay_ok();
+    let first = h.one_sent();
+    assert_eq!(first.outbound.connection, Some(ConnectionId::from_raw(9)));
+    let first = first.request().clone();
+    h.deliver(&desk, reply(&first, 480, Some("desk-1"), &[], None));
+    // The desk phone's failure is ACKed; the mobile gets a new INVITE (new dialog), the
+    // caller hears nothing of the failure.
+    let sent = h.take_sent();
+    assert_eq!(kinds(&sent), ["ACK", "INVITE"], "{:?}", kinds(&sent));
+    assert_eq!(
+        sent[1].outbound.connection,
+        Some(ConnectionId::from_raw(10))
+    );
+    let second = sent[1].request().clone();
+    assert_eq!(
+        second.uri.to_string(),
+        "sip:alice@127.0.0.1:5072;transport=tcp"
+    );
+    assert_ne!(
+        second.headers.get("Call-ID"),
+        first.headers.get("Call-ID"),
+        "a new callee dialog"
+    );
+    assert_eq!(
+        sdp_line(&second.body, "m="),
+        sdp_line(&first.body, "m="),
+        "the same relay leg"
+    );
+    // The mobile answers: the caller gets its 200.
+    let answer = pbx_answer();
+    h.deliver(
+        &mobile,
+        reply(
+            &second,
+            200,
+            Some("mobile-1"),
+            &[("Contact", "<sip:alice@127.0.0.1:5072;transport=tcp>")],
+            Some(&answer),
+        ),
+    );
+    assert_eq!(kinds(&h.take_sent()), ["ACK"]);
+    h.relay_ok();
+    let ok = h.one_sent();
+    assert_eq!(ok.status(), Some(200));
+    // The carrier hangs up; the call's callee leg is the mobile's dialog.
+    carrier.remote = ok.header("To").expect("To").to_owned();
+    carrier.target = ok
+        .header("Contact")
+        .expect("Contact")
+        .trim_matches(['<', '>'])
+        .to_owned();
+    h.deliver(&carrier_peer, carrier.ack(1));
+    h.deliver(&carrier_peer, carrier.request("BYE", None));
+    let sent = h.take_sent();
+    let bye = sent
+        .iter()
+        .find(|s| s.method() == Some("BYE"))
+        .expect("BYE to the mobile");
+    assert_eq!(bye.outbound.connection, Some(ConnectionId::from_raw(10)));
+    h.relay_drain();
+    assert_eq!(h.ended().end_reason.as_deref(), Some("bye_caller"));
+    h.assert_clean();
+}

@@ -299,15 +299,24 @@ async fn run(args: Args) -> Result<()> {
         udp = ?udp, tcp = ?tcp, tls = ?tls, api = %api_addr, relay = %config.relay.url,
         "sip-controller {} ready", sip_controller::VERSION
     );
-    println!(
+    // Announced on stdout for scripts and tests, the SIP line last (it means "ready"); a
+    // closed stdout must not take the controller down, so write errors are ignored.
+    let mut stdout = std::io::stdout().lock();
+    if let Some((ng_udp, ng_tcp)) = &ng_addrs {
+        let _ = writeln!(
+            stdout,
+            "sip-controller: NG (rtpengine protocol) udp {ng_udp:?} tcp {ng_tcp:?}"
+        );
+    }
+    let _ = writeln!(
+        stdout,
         "sip-controller: SIP udp {} tcp {} tls {}; HTTP API http://{api_addr}/v1/calls",
         udp.map_or_else(|| "-".to_owned(), |a| a.to_string()),
         tcp.map_or_else(|| "-".to_owned(), |a| a.to_string()),
         tls.map_or_else(|| "-".to_owned(), |a| a.to_string()),
     );
-    if let Some((ng_udp, ng_tcp)) = &ng_addrs {
-        println!("sip-controller: NG (rtpengine protocol) udp {ng_udp:?} tcp {ng_tcp:?}");
-    }
+    let _ = stdout.flush();
+    drop(stdout);
 
     let (feedback_tx, mut feedback) = mpsc::channel::<Feedback>(4096);
     // relayd health (boot id) and media-timeout events.

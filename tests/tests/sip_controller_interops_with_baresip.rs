@@ -517,7 +517,15 @@ fn assert_secure_cdr(cdr: &Value) {
             media["packets_out"].as_u64().is_some_and(|n| n >= 100),
             "CDR {leg}"
         );
-        assert_eq!(media["auth_failures"], 0, "CDR {leg}");
+        // baresip 1.0 sends its final RTCP BYE + SDES unprotected, after tearing SRTP down
+        // (seen on the wire: `81cb0003 ... "Adjo"` to the relay's RTCP port, no SRTCP index
+        // or tag). relayd rightly refuses it; whether that one packet lands before the
+        // controller reads the final counters is a race. Media during the call had no
+        // failures (checked above, before the hangup).
+        assert!(
+            media["auth_failures"].as_u64().is_some_and(|n| n <= 1),
+            "CDR {leg}"
+        );
     }
     assert_eq!(cdr["secure_end_to_end"], true, "{cdr}");
 }

@@ -57,6 +57,9 @@ enum BenchTarget {
     /// Call setups per second through sip-controller with relay programming: TLS + SRTP
     /// (`sip-callgen`) and UDP (`SIPp`).
     Sip(crate::bench_sip::SipBench),
+    /// NG offer+answer+delete per second: sip-controller's NG server with relayd vs sipwise
+    /// rtpengine userspace, same client, same run.
+    Ng(crate::bench_ng::NgBench),
 }
 
 /// Options of `bench xdp`.
@@ -119,6 +122,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         BenchTarget::Socket(bench) => socket_bench(bench),
         BenchTarget::Xdp(bench) => xdp_bench(bench),
         BenchTarget::Sip(bench) => crate::bench_sip::run(bench),
+        BenchTarget::Ng(bench) => crate::bench_ng::run(bench),
         BenchTarget::Srtp {
             cpu,
             packets,

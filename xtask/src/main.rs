@@ -10,6 +10,7 @@
 //! Errors are one line (`xtask: ...`), never a backtrace.
 
 mod bench;
+mod bench_ng;
 mod bench_sip;
 mod setup;
 mod test;

@@ -3,10 +3,15 @@
 //! forwards flowing across a relayd restart.
 //!
 //! One JSON file per session (`<dir>/sessions/<id>.json`, mode 0600: specs hold SRTP keys),
-//! written to a temporary file and renamed over the old one, so a crash leaves either the old
-//! or the new record, never half of one. Session ids are restricted to `[A-Za-z0-9._-]`, so they
+//! written to a temporary file and renamed over the old one, so a relayd crash leaves either
+//! the old or the new record, never half of one (the file is not fsynced: session changes are
+//! on the call-setup path, and a power loss costs the sessions, not their consistency). Session
+//! ids are restricted to `[A-Za-z0-9._-]`, so they
 //! are safe file names. SRTP stream state (rollover counters, replay windows) is not stored: a
-//! restored SRTP leg starts its streams afresh.
+//! restored SRTP leg starts its streams afresh, so a stream past its first rollover (about 22
+//! minutes at 50 packets/s) reuses packet indices under the same key after a restart, and the
+//! replay window forgets old packets; the controller should re-key SRTP legs after a relayd
+//! restart (a known limitation, see docs/ARCHITECTURE.md).
 
 use std::{
     io::{self, Write as _},
@@ -96,6 +101,9 @@ impl SessionStore {
             .truncate(true)
             .mode(0o600)
             .open(&temporary)?;
+        // `mode` applies only when the file is created: a leftover temporary keeps its old
+        // permissions, and this file receives keys.
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         file.write_all(&body)?;
         drop(file);
         std::fs::rename(&temporary, &path)

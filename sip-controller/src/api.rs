@@ -93,13 +93,6 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
 }
 
-impl Metrics {
-    /// Adds one.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// What the API handlers share with the B2BUA task.
 #[derive(Debug, Clone)]
 pub struct ApiState {

@@ -402,12 +402,26 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+        let config = Self::parse(&text).map_err(|message| ConfigError::Syntax {
             path: path.to_owned(),
-            message: e.to_string(),
+            message,
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Parses TOML. The error names the line and what is wrong but never quotes the line:
+    /// toml's own rendering echoes it, and it may be `password = ...`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            match line {
+                Some(line) => format!("line {line}: {}", e.message()),
+                None => e.message().to_owned(),
+            }
+        })
     }
 
     /// Checks cross-field rules.
@@ -553,9 +567,9 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let config = Config::parse(text).map_err(|message| ConfigError::Syntax {
             path: PathBuf::from("test.toml"),
-            message: e.to_string(),
+            message,
         })?;
         config.validate()?;
         Ok(config)
@@ -651,6 +665,17 @@ mod tests {
         match parse("[sip]\nudpp = []\n") {
             Err(ConfigError::Syntax { message, .. }) => assert!(message.contains("udpp")),
             other => panic!("unknown key accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_do_not_quote_the_line() {
+        match parse("[[registrar.users]]\nusername = \"alice\"\npassword = s3cret\n") {
+            Err(ConfigError::Syntax { message, .. }) => {
+                assert!(message.starts_with("line 3:"), "{message}");
+                assert!(!message.contains("s3cret"), "{message}");
+            }
+            other => panic!("expected a syntax error, got {other:?}"),
         }
     }
 

@@ -1480,7 +1480,14 @@ mod tests {
             1,
             T0,
         );
-        assert!(r.register(&too_many).is_err());
+        // Rejected as malformed (400) before the per-AOR limit (403) could apply.
+        assert!(
+            matches!(
+                r.register(&too_many),
+                Err(RegistrarError::InvalidRequest { reason }) if reason.contains("64 Contact")
+            ),
+            "more than {MAX_CONTACTS_PER_REQUEST} contacts"
+        );
         assert!(r.is_empty());
     }
 

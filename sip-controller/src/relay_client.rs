@@ -158,30 +158,7 @@ impl fmt::Debug for KeySpec {
     }
 }
 
-/// `PATCH /v1/sessions/{id}/legs/{leg}` body: present fields change (`Some(None)` clears).
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct LegPatch {
-    /// New remote (or cleared).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote: Option<Option<Remote>>,
-    /// New latch mode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latch: Option<LatchMode>,
-    /// New strict-source setting.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub strict_source: Option<bool>,
-    /// New inbound crypto (re-key) or cleared.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inbound_crypto: Option<Option<CryptoSpec>>,
-    /// New outbound crypto (re-key) or cleared.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outbound_crypto: Option<Option<CryptoSpec>>,
-    /// New forwarding target.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub forward_to: Option<Option<String>>,
-}
-
-/// `GET /v1/sessions/{id}` (and PUT/PATCH replies).
+/// `GET /v1/sessions/{id}` (and PUT replies).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub struct SessionView {
     /// Session id.
@@ -454,25 +431,13 @@ impl RelayClient {
         id: &str,
         spec: &SessionSpec,
     ) -> Result<SessionView, RelayError> {
-        let body = serde_json::to_vec(spec).map_err(|e| RelayError::Crypto(e.to_string()))?;
+        let body = serde_json::to_vec(spec).map_err(|e| RelayError::Transport {
+            method: "PUT",
+            path: format!("/v1/sessions/{id}"),
+            reason: format!("encoding the session: {e}"),
+        })?;
         self.call(Method::PUT, format!("/v1/sessions/{id}"), Some(body))
             .await
-    }
-
-    /// `PATCH /v1/sessions/{id}/legs/{leg}`.
-    pub async fn patch_leg(
-        &self,
-        id: &str,
-        leg: &str,
-        patch: &LegPatch,
-    ) -> Result<SessionView, RelayError> {
-        let body = serde_json::to_vec(patch).map_err(|e| RelayError::Crypto(e.to_string()))?;
-        self.call(
-            Method::PATCH,
-            format!("/v1/sessions/{id}/legs/{leg}"),
-            Some(body),
-        )
-        .await
     }
 
     /// `GET /v1/sessions/{id}`.

@@ -457,7 +457,7 @@ impl Worker {
                         } else {
                             &p.flow.source_stats
                         };
-                        count_srtp_error(stats, &error);
+                        stats.count_srtp_error(&error);
                     }
                 }
             }
@@ -528,20 +528,5 @@ impl Worker {
                 self.unkicked[s] += room;
             }
         }
-    }
-}
-
-fn count_srtp_error(stats: &LegStats, error: &srtp::Error) {
-    match error {
-        srtp::Error::AuthenticationFailed => {
-            stats.auth_failures.fetch_add(1, Relaxed);
-        }
-        srtp::Error::Replayed { .. } | srtp::Error::TooOld { .. } => {
-            stats.replays.fetch_add(1, Relaxed);
-        }
-        srtp::Error::Truncated { .. } | srtp::Error::BadVersion { .. } => {
-            stats.drop_packet(DropReason::Malformed, 1);
-        }
-        _ => stats.drop_packet(DropReason::SrtpError, 1),
     }
 }

@@ -76,10 +76,28 @@ pub struct LegCrypto {
 
 impl std::fmt::Debug for LegCrypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the contexts: they hold keys.
+        // Never the contexts: they hold keys. `try_lock`: formatting must not wait for (or
+        // deadlock with) a worker holding the context for its batch.
+        let state = |context: &Mutex<Option<Context>>| match context.try_lock() {
+            Ok(guard) => {
+                if guard.is_some() {
+                    "srtp"
+                } else {
+                    "plain"
+                }
+            }
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                if e.get_ref().is_some() {
+                    "srtp"
+                } else {
+                    "plain"
+                }
+            }
+            Err(std::sync::TryLockError::WouldBlock) => "locked",
+        };
         f.debug_struct("LegCrypto")
-            .field("inbound", &self.inbound().is_some())
-            .field("outbound", &self.outbound().is_some())
+            .field("inbound", &state(&self.inbound))
+            .field("outbound", &state(&self.outbound))
             .finish()
     }
 }

@@ -103,6 +103,22 @@ impl LegStats {
         self.drops[reason as usize].fetch_add(packets, Relaxed);
     }
 
+    /// Counts a packet the SRTP engine refused (both datapaths count alike).
+    pub fn count_srtp_error(&self, error: &srtp::Error) {
+        match error {
+            srtp::Error::AuthenticationFailed => {
+                self.auth_failures.fetch_add(1, Relaxed);
+            }
+            srtp::Error::Replayed { .. } | srtp::Error::TooOld { .. } => {
+                self.replays.fetch_add(1, Relaxed);
+            }
+            srtp::Error::Truncated { .. } | srtp::Error::BadVersion { .. } => {
+                self.drop_packet(DropReason::Malformed, 1);
+            }
+            _ => self.drop_packet(DropReason::SrtpError, 1),
+        }
+    }
+
     /// Drops for one reason.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Relaxed)

@@ -553,18 +553,7 @@ fn transform(
             Ok(len) => lens[i] = len,
             Err(error) => {
                 states[i].alive = false;
-                match error {
-                    srtp::Error::AuthenticationFailed => {
-                        stats.auth_failures.fetch_add(1, Relaxed);
-                    }
-                    srtp::Error::Replayed { .. } | srtp::Error::TooOld { .. } => {
-                        stats.replays.fetch_add(1, Relaxed);
-                    }
-                    srtp::Error::Truncated { .. } | srtp::Error::BadVersion { .. } => {
-                        stats.drop_packet(DropReason::Malformed, 1);
-                    }
-                    _ => stats.drop_packet(DropReason::SrtpError, 1),
-                }
+                stats.count_srtp_error(&error);
             }
         }
     }

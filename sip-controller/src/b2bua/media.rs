@@ -191,18 +191,82 @@ pub fn relay_address(view: &SessionView, side: char) -> Option<IpAddr> {
         .map(|leg| leg.local.address)
 }
 
-/// The suite names of leg `<side>` for the verdict: (inbound, outbound) of the first active
-/// section.
+/// The suite names of leg `<side>` for the verdict: (inbound, outbound) of its first active
+/// section when every active section is SRTP, else none.
 pub fn suites(media: &[MediaState], side: char) -> (Option<String>, Option<String>) {
-    let negotiated = media
-        .iter()
-        .find(|m| m.active())
-        .and_then(|m| m.negotiated(side));
-    match negotiated {
-        Some(Negotiated::Srtp { keys, .. }) => (
-            Some(keys.inbound.suite.sdes_name().to_owned()),
-            Some(keys.outbound.suite.sdes_name().to_owned()),
-        ),
-        _ => (None, None),
+    // A leg is only as protected as its weakest stream: one plain stream (say, video next to
+    // SRTP audio) makes the whole leg plain in the verdict.
+    let mut active = media.iter().filter(|m| m.active()).peekable();
+    if active.peek().is_none() {
+        return (None, None);
+    }
+    let mut first = None;
+    for m in active {
+        match m.negotiated(side) {
+            Some(Negotiated::Srtp { keys, .. }) => {
+                first.get_or_insert((keys.inbound.suite, keys.outbound.suite));
+            }
+            _ => return (None, None),
+        }
+    }
+    first.map_or((None, None), |(inbound, outbound)| {
+        (
+            Some(inbound.sdes_name().to_owned()),
+            Some(outbound.sdes_name().to_owned()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use srtp::{sdes::CryptoAttribute, Suite};
+
+    use super::*;
+    use crate::sdp::{negotiation::SrtpKeys, TransportProtocol};
+
+    fn state(a: Negotiated) -> MediaState {
+        MediaState {
+            a: Some(a),
+            b: None,
+            offer: None,
+            a_remote: None,
+            b_remote: None,
+            a_mux: false,
+            b_mux: false,
+            b_mux_offered: false,
+        }
+    }
+
+    fn srtp() -> Negotiated {
+        let key = |tag| CryptoAttribute::generate(tag, Suite::AesCm128HmacSha1_80).expect("key");
+        Negotiated::Srtp {
+            proto: TransportProtocol::RtpSavp,
+            keys: SrtpKeys {
+                inbound: key(1),
+                outbound: key(1),
+            },
+            unprotected: crate::sdp::UnprotectedParams::default(),
+        }
+    }
+
+    #[test]
+    fn a_leg_with_one_plain_stream_has_no_suite_in_the_verdict() {
+        let plain = Negotiated::Plain {
+            proto: TransportProtocol::RtpAvp,
+        };
+        let both = [state(srtp()), state(srtp())];
+        assert_eq!(
+            suites(&both, 'a'),
+            (
+                Some("AES_CM_128_HMAC_SHA1_80".to_owned()),
+                Some("AES_CM_128_HMAC_SHA1_80".to_owned())
+            )
+        );
+        assert_eq!(suites(&[state(srtp()), state(plain)], 'a'), (None, None));
+        // A disabled stream does not count.
+        assert!(suites(&[state(srtp()), state(Negotiated::Disabled)], 'a')
+            .0
+            .is_some());
+        assert_eq!(suites(&[], 'a'), (None, None));
     }
 }

@@ -347,7 +347,13 @@ pub struct Core {
     relay_boot: Option<String>,
     next_call: u64,
     stats: CoreStats,
-    secret_salt: u64,
+    /// Our Via branch prefix (`z9hG4bK-scx<random>-`): marks requests we sent (loop detection).
+    branch_prefix: String,
+    /// Callee INVITEs of ended calls (top Via branch → where the INVITE went), kept for 64*T1:
+    /// a late 2xx gets its ACK and a BYE there, never wherever a packet claims to come from.
+    ended_invites: HashMap<String, Target>,
+    /// Expiry order of `ended_invites`.
+    ended_invites_order: VecDeque<(Instant, String)>,
     /// TLS facts of the message being handled (the caller leg of a new INVITE takes them).
     inbound_tls: Option<Arc<TlsInfo>>,
 }
@@ -398,10 +404,6 @@ fn without_tag(value: &NameAddr) -> String {
     let mut value = value.clone();
     value.remove_param("tag");
     value.to_string()
-}
-
-fn unix_ms_of(now_unix_ms: u64) -> u64 {
-    now_unix_ms
 }
 
 impl Core {
@@ -462,7 +464,9 @@ impl Core {
             relay_boot: None,
             next_call: 0,
             stats: CoreStats::default(),
-            secret_salt: u64::from_le_bytes(salt),
+            branch_prefix: format!("z9hG4bK-scx{:x}-", u64::from_le_bytes(salt) & 0xffff_ffff),
+            ended_invites: HashMap::new(),
+            ended_invites_order: VecDeque::new(),
             inbound_tls: None,
         })
     }
@@ -477,7 +481,7 @@ impl Core {
         self.calls.len()
     }
 
-    /// Registered bindings (for the API).
+    /// The registrar (its bindings, for diagnostics and tests).
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
     }
@@ -680,8 +684,8 @@ impl Core {
                     response,
                     retransmission,
                 } => self.on_response(now, unix_ms, id, response, retransmission),
-                TxEvent::StrayResponse { response, source } => {
-                    self.on_stray_response(now, &response, &source);
+                TxEvent::StrayResponse { response, .. } => {
+                    self.on_stray_response(now, &response);
                 }
                 TxEvent::Timeout { id, .. } | TxEvent::TransportError { id } => {
                     self.on_tx_failure(now, unix_ms, id);
@@ -939,7 +943,7 @@ impl Core {
         if let Ok(vias) = request.headers.vias() {
             let ours = vias.iter().skip(1).any(|via| {
                 via.branch()
-                    .is_some_and(|b| b.starts_with(&self.branch_prefix()))
+                    .is_some_and(|b| b.starts_with(&self.branch_prefix))
             });
             if ours {
                 return self.reject(now, id, request, 482, "Loop Detected");
@@ -1140,7 +1144,7 @@ impl Core {
             state: CallState::Proceeding,
             status: None,
             end_reason: None,
-            started_unix_ms: unix_ms_of(unix_ms),
+            started_unix_ms: unix_ms,
             answered_unix_ms: None,
             ended_unix_ms: None,
             legs: Vec::new(),
@@ -1212,16 +1216,12 @@ impl Core {
         }
     }
 
-    fn branch_prefix(&self) -> String {
-        format!("z9hG4bK-scx{:x}-", self.secret_salt & 0xffff_ffff)
-    }
-
     fn new_branch(&self) -> String {
         // Our own prefix marks requests we sent, for loop detection.
         let fresh = new_branch();
         format!(
             "{}{}",
-            self.branch_prefix(),
+            self.branch_prefix,
             fresh.trim_start_matches("z9hG4bK")
         )
     }
@@ -1284,7 +1284,7 @@ impl Core {
                     warn!(call = call_id, %reason, "relayd session delete failed");
                 }
             }
-            self.finish(unix_ms, call_id);
+            self.finish(now, unix_ms, call_id);
             return;
         }
         match result {
@@ -1298,9 +1298,6 @@ impl Core {
                         call: call_id.to_owned(),
                         request: next,
                     });
-                    if !ending {
-                        // Continue the phase once the newest state is programmed.
-                    }
                     return;
                 }
                 match call.phase {
@@ -1434,12 +1431,7 @@ impl Core {
         }
         if self.relayed.contains_key(&tx) {
             // Relayed in-dialog requests are answered even when the call has ended since.
-            let call_id = self
-                .clients
-                .get(&tx)
-                .map(|(c, _, _)| c.clone())
-                .unwrap_or_default();
-            return self.on_relayed_response(now, &call_id, tx, &response);
+            return self.on_relayed_response(now, tx, &response);
         }
         let Some((call_id, side, method)) = self.clients.get(&tx).cloned() else {
             // A 2xx to an INVITE of a call that has ended: that dialog must not stay up.
@@ -1468,7 +1460,7 @@ impl Core {
                 self.on_reinvite_response(now, unix_ms, &call_id, side, tx, &response);
             }
             Method::Bye | Method::Cancel => {}
-            _ => self.on_relayed_response(now, &call_id, tx, &response),
+            _ => self.on_relayed_response(now, tx, &response),
         }
     }
 
@@ -1920,7 +1912,7 @@ impl Core {
         self.publish(id);
     }
 
-    fn on_stray_response(&mut self, now: Instant, response: &Response, source: &Target) {
+    fn on_stray_response(&mut self, now: Instant, response: &Response) {
         // A 2xx retransmission for a dialog whose INVITE transaction has gone: ACK it again.
         if !(200..300).contains(&response.status) {
             return;
@@ -1955,13 +1947,38 @@ impl Core {
             }
             return;
         }
-        // Not a live dialog, but our INVITE (our branch): the call ended before this 2xx.
-        let ours = response.headers.top_via().is_ok_and(|via| {
+        // Not a live dialog, but the INVITE of a call that ended before this 2xx: ACK and BYE
+        // it where that INVITE went (a forged 2xx cannot aim us at another address).
+        let target = response.headers.top_via().ok().and_then(|via| {
             via.branch()
-                .is_some_and(|b| b.starts_with(&self.branch_prefix()))
+                .and_then(|b| self.ended_invites.get(b))
+                .cloned()
         });
-        if ours {
-            self.ack_and_bye(now, response, source.clone(), true);
+        if let Some(target) = target {
+            self.ack_and_bye(now, response, target, true);
+        }
+    }
+
+    /// Remembers the callee INVITE of a call that has ended, for late 2xx responses.
+    fn remember_ended_invite(&mut self, now: Instant, call: &Call) {
+        /// Bound on remembered INVITEs (the oldest go first).
+        const MAX_ENDED_INVITES: usize = 100_000;
+        while let Some((at, branch)) = self.ended_invites_order.front() {
+            if *at > now && self.ended_invites_order.len() < MAX_ENDED_INVITES {
+                break;
+            }
+            self.ended_invites.remove(branch);
+            self.ended_invites_order.pop_front();
+        }
+        let branch = call
+            .b_request
+            .as_ref()
+            .and_then(|r| r.headers.top_via().ok())
+            .and_then(|via| via.branch().map(str::to_owned));
+        if let Some(branch) = branch {
+            self.ended_invites
+                .insert(branch.clone(), call.b.flow.clone());
+            self.ended_invites_order.push_back((now + T1 * 64, branch));
         }
     }
 
@@ -1973,7 +1990,7 @@ impl Core {
                     let response = Response::from_request(&request, 408, Some("Request Timeout"));
                     self.respond(now, server, &response);
                 }
-                let Some((call_id, side, method)) = self.clients.remove(&client) else {
+                let Some((call_id, _, method)) = self.clients.remove(&client) else {
                     return;
                 };
                 let is_invite = self
@@ -2004,8 +2021,6 @@ impl Core {
                     // A re-INVITE got no answer: the dialog is gone (§14.1).
                     self.refuse_reinvite(now, unix_ms, &call_id, 408, "Request Timeout");
                     self.hang_up_both(now, unix_ms, &call_id, "reinvite_timeout");
-                } else if method == Method::Bye {
-                    let _ = side;
                 }
             }
             TxId::Server(server) => {
@@ -2122,24 +2137,11 @@ impl Core {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
-        let Some(remote_tag) = leg.remote_tag.clone() else {
-            return;
-        };
-        let Some(uri) = leg.remote_target.clone() else {
+        let Some(bye) = dialog_request(&identity, leg, &branch, Method::Bye, leg.local_cseq + 1)
+        else {
             return;
         };
         leg.local_cseq += 1;
-        let transport = leg.transport().clone();
-        let mut bye = Request::new(Method::Bye, uri)
-            .with_header("Via", identity.via(&transport, &branch))
-            .with_header("Max-Forwards", "70")
-            .with_header("From", format!("{};tag={}", leg.local_uri, leg.local_tag))
-            .with_header("To", format!("{};tag={remote_tag}", leg.remote_uri))
-            .with_header("Call-ID", leg.call_id.clone())
-            .with_header("CSeq", format!("{} BYE", leg.local_cseq));
-        for route in &leg.route_set {
-            bye.headers.push("Route", route.clone());
-        }
         let flow = leg.flow.clone();
         match self.tx.send_request(now, bye, flow) {
             Ok(tx) => {
@@ -2177,20 +2179,16 @@ impl Core {
         if call.relay_used {
             Self::queue_relay(&mut self.outputs, call, RelayRequest::Delete);
         } else {
-            self.finish(unix_ms, id);
+            self.finish(now, unix_ms, id);
         }
     }
 
-    fn finish(&mut self, unix_ms: u64, id: &str) {
+    fn finish(&mut self, now: Instant, unix_ms: u64, id: &str) {
         let Some(mut call) = self.calls.remove(id) else {
             return;
         };
-        if let Some(ok) = call.ok.take() {
-            self.timers.remove(&(ok.next, id.to_owned()));
-        }
-        if let Some(at) = call.ring_deadline.take() {
-            self.timers.remove(&(at, id.to_owned()));
-        }
+        // (`end_call` already took the call's timers.)
+        self.remember_ended_invite(now, &call);
         self.dialogs
             .remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
         if let Some(tag) = call.a.remote_tag.clone() {
@@ -2401,9 +2399,7 @@ impl Core {
         call_id: &str,
         side: Side,
     ) {
-        let Some(mut out) =
-            self.in_dialog_request(call_id, side.other(), &request.method, &request)
-        else {
+        let Some(mut out) = self.in_dialog_request(call_id, side.other(), &request.method) else {
             return self.reject(now, id, &request, 481, "Call/Transaction Does Not Exist");
         };
         if !request.body.is_empty() {
@@ -2428,19 +2424,12 @@ impl Core {
         }
     }
 
-    fn on_relayed_response(
-        &mut self,
-        now: Instant,
-        call_id: &str,
-        tx: ClientTxId,
-        response: &Response,
-    ) {
+    fn on_relayed_response(&mut self, now: Instant, tx: ClientTxId, response: &Response) {
         if response.status < 200 {
             return;
         }
         if let Some((server, request)) = self.relayed.remove(&tx) {
             let reason = response.reason.clone();
-            let _ = call_id;
             let mut out = Response::from_request(&request, response.status, Some(&reason));
             out.headers.push("Allow", ALLOW);
             self.respond(now, server, &out);
@@ -2542,8 +2531,7 @@ impl Core {
                 return self.refuse_reinvite(now, unix_ms, call_id, status, &reason)
             }
         };
-        let Some(out) = self.in_dialog_request(call_id, side.other(), &Method::Invite, request)
-        else {
+        let Some(out) = self.in_dialog_request(call_id, side.other(), &Method::Invite) else {
             return self.refuse_reinvite(now, unix_ms, call_id, 500, "Dialog incomplete");
         };
         let out = out.with_body("application/sdp", body);
@@ -2723,21 +2711,10 @@ impl Core {
             return;
         };
         let leg = if side == Side::A { &call.a } else { &call.b };
-        let (Some(uri), Some(remote_tag)) = (leg.remote_target.clone(), leg.remote_tag.clone())
-        else {
+        // §13.2.2.4: the ACK to a 2xx carries the INVITE's CSeq number.
+        let Some(ack) = dialog_request(&identity, leg, &branch, Method::Ack, cseq.seq) else {
             return;
         };
-        let transport = leg.transport().clone();
-        let mut ack = Request::new(Method::Ack, uri)
-            .with_header("Via", identity.via(&transport, &branch))
-            .with_header("Max-Forwards", "70")
-            .with_header("From", format!("{};tag={}", leg.local_uri, leg.local_tag))
-            .with_header("To", format!("{};tag={remote_tag}", leg.remote_uri))
-            .with_header("Call-ID", leg.call_id.clone())
-            .with_header("CSeq", format!("{} ACK", cseq.seq));
-        for route in &leg.route_set {
-            ack.headers.push("Route", route.clone());
-        }
         self.tx.send_stateless(ack.to_bytes(), leg.flow.clone());
     }
 
@@ -2794,13 +2771,7 @@ impl Core {
     }
 
     /// A new in-dialog request on `side` (§12.2.1.1).
-    fn in_dialog_request(
-        &mut self,
-        call_id: &str,
-        side: Side,
-        method: &Method,
-        _original: &Request,
-    ) -> Option<Request> {
+    fn in_dialog_request(&mut self, call_id: &str, side: Side, method: &Method) -> Option<Request> {
         let branch = self.new_branch();
         let identity = self.identity.clone();
         let call = self.calls.get_mut(call_id)?;
@@ -2808,23 +2779,37 @@ impl Core {
             Side::A => &mut call.a,
             Side::B => &mut call.b,
         };
-        let remote_tag = leg.remote_tag.clone()?;
-        let uri = leg.remote_target.clone()?;
+        let request = dialog_request(&identity, leg, &branch, method.clone(), leg.local_cseq + 1)?;
         leg.local_cseq += 1;
-        let transport = leg.transport().clone();
-        let mut request = Request::new(method.clone(), uri)
-            .with_header("Via", identity.via(&transport, &branch))
-            .with_header("Max-Forwards", "70")
-            .with_header("From", format!("{};tag={}", leg.local_uri, leg.local_tag))
-            .with_header("To", format!("{};tag={remote_tag}", leg.remote_uri))
-            .with_header("Call-ID", leg.call_id.clone())
-            .with_header("CSeq", format!("{} {}", leg.local_cseq, method.as_str()))
-            .with_header("Contact", identity.contact(&transport, call_id, leg.sips));
-        for route in &leg.route_set {
-            request.headers.push("Route", route.clone());
-        }
-        Some(request)
+        let contact = identity.contact(leg.transport(), call_id, leg.sips);
+        Some(request.with_header("Contact", contact))
     }
+}
+
+/// A request within `leg`'s dialog (RFC 3261 §12.2.1.1): Request-URI = the remote target,
+/// From/To with both tags, the dialog's Call-ID, `cseq`, our Via, and the route set. `None`
+/// until the dialog is established (no remote tag or target yet).
+fn dialog_request(
+    identity: &Identity,
+    leg: &Leg,
+    branch: &str,
+    method: Method,
+    cseq: u32,
+) -> Option<Request> {
+    let remote_tag = leg.remote_tag.as_deref()?;
+    let uri = leg.remote_target.clone()?;
+    let cseq = format!("{cseq} {}", method.as_str());
+    let mut request = Request::new(method, uri)
+        .with_header("Via", identity.via(leg.transport(), branch))
+        .with_header("Max-Forwards", "70")
+        .with_header("From", format!("{};tag={}", leg.local_uri, leg.local_tag))
+        .with_header("To", format!("{};tag={remote_tag}", leg.remote_uri))
+        .with_header("Call-ID", leg.call_id.clone())
+        .with_header("CSeq", cseq);
+    for route in &leg.route_set {
+        request.headers.push("Route", route.clone());
+    }
+    Some(request)
 }
 
 fn random_bytes8() -> [u8; 8] {
@@ -2982,7 +2967,6 @@ fn negotiate_offer(
         .iter()
         .filter(|a| !matches!(a.negotiated, Negotiated::Disabled))
         .count();
-    let _ = &offers;
     if active == 0 {
         return Err((488, "No usable media stream".to_owned()));
     }

@@ -1436,9 +1436,38 @@ fn callee_answering_after_the_call_ended_gets_ack_and_bye() {
     assert_eq!(kinds(&h.take_sent()), ["200", "CANCEL", "487"]);
     h.relay_ok();
     assert_eq!(h.ended().end_reason.as_deref(), Some("cancel"));
-    // The PBX had already answered.
+    // A forged 2xx with our branch prefix but a branch we never sent: ignored.
+    let attacker = Peer::udp("192.0.2.66:5060");
+    let mut forged = to_pbx.clone();
+    let via = forged.headers.get("Via").expect("Via").to_owned();
+    let branch_at = via.find("branch=").expect("branch") + "branch=".len();
+    let branch_end = via[branch_at..]
+        .find(';')
+        .map_or(via.len(), |i| branch_at + i);
+    let forged_via = format!("{}ffff{}", &via[..branch_end - 4], &via[branch_end..]);
+    assert!(forged_via[branch_at..].starts_with("z9hG4bK-scx"));
+    assert_ne!(forged_via, via);
+    forged.headers.set("Via", forged_via);
     h.deliver(
-        &Peer::pbx(),
+        &attacker,
+        reply(
+            &forged,
+            200,
+            Some("x"),
+            &[("Contact", "<sip:x@192.0.2.66>")],
+            Some(&pbx_answer()),
+        ),
+    );
+    let sent = h.take_sent();
+    assert!(
+        sent.is_empty(),
+        "no ACK/BYE for an INVITE we never sent: {:?}",
+        kinds(&sent)
+    );
+    // The PBX had already answered; its 2xx (here arriving from another address, as
+    // through a NAT rebinding or a spoofer) is answered where our INVITE went.
+    h.deliver(
+        &attacker,
         reply(
             &to_pbx,
             200,
@@ -1453,6 +1482,8 @@ fn callee_answering_after_the_call_ended_gets_ack_and_bye() {
         ["ACK", "BYE"],
         "§15: ACK and BYE a 2xx that is no longer wanted"
     );
+    // Both go where our INVITE went, not to wherever the 2xx came from.
+    assert!(sent.iter().all(|s| s.outbound.destination == addr(PBX)));
     assert_eq!(sent[0].request().uri.to_string(), "sip:pbx@10.0.0.20:5060");
     let bye = sent[1].request().clone();
     assert_eq!(bye.uri.to_string(), "sip:pbx@10.0.0.20:5060");

@@ -106,8 +106,9 @@ impl fmt::Display for Method {
     }
 }
 
-/// A request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A request. `Debug` shows the body's length only: bodies carry SDES keys (`a=crypto`)
+/// and requests are kept in call state that may be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     /// The method.
     pub method: Method,
@@ -117,6 +118,28 @@ pub struct Request {
     pub headers: Headers,
     /// The body.
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("reason", &self.reason)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Request {
@@ -163,8 +186,8 @@ impl Request {
     }
 }
 
-/// A response.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A response. `Debug` shows the body's length only (SDP answers carry keys).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Response {
     /// The status code, 100..=699.
     pub status: u16,

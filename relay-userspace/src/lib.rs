@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod model;
 pub mod ports;
 pub mod relay;
+pub mod service;
 pub mod state;
 pub mod xdp;
 pub mod xdp_flows;

@@ -819,6 +819,11 @@ impl Relay {
         Ok(self.view(id, session))
     }
 
+    /// How many sessions there are.
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
     /// Every session, briefly.
     pub fn list(&self) -> Vec<SessionSummary> {
         let state = self.lock();

@@ -194,7 +194,9 @@ impl Default for TlsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
-    /// relayd's control API.
+    /// Where the relay runs: a separate relayd over HTTP, or inside this process.
+    pub mode: RelayMode,
+    /// relayd's control API (`http` mode).
     pub url: String,
     /// File with relayd's bearer token (the env `RELAYD_TOKEN` wins).
     pub token_file: PathBuf,
@@ -202,15 +204,36 @@ pub struct RelayConfig {
     pub media_timeout_secs: u64,
     /// How often relayd's health (boot id) and media timeouts are checked, in milliseconds.
     pub poll_interval_ms: u64,
+    /// `embedded` mode: relayd's configuration file (relayd's format, deploy/relayd.toml);
+    /// empty: relayd's loopback defaults.
+    pub relayd_config: PathBuf,
+    /// `embedded` mode: also serve relayd's HTTP API (sessions, `/metrics`) on the relayd
+    /// configuration's `http.listen`, with its token.
+    pub relayd_api: bool,
+}
+
+/// `relay.mode`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayMode {
+    /// A separate relayd, programmed over its HTTP API (`relay.url`).
+    #[default]
+    Http,
+    /// relayd's control plane and datapath inside this process (rtpengine's single-process
+    /// shape; the fastest NG front). The relay gets the privileges this process has.
+    Embedded,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
+            mode: RelayMode::Http,
             url: "http://127.0.0.1:8740".to_owned(),
             token_file: PathBuf::from("relayd.token"),
             media_timeout_secs: 60,
             poll_interval_ms: 1000,
+            relayd_config: PathBuf::new(),
+            relayd_api: true,
         }
     }
 }
@@ -447,7 +470,7 @@ impl Config {
                 "needs tls.client_ca to verify client certificates against",
             ));
         }
-        if !self.relay.url.starts_with("http://") {
+        if self.relay.mode == RelayMode::Http && !self.relay.url.starts_with("http://") {
             return Err(invalid("relay.url", "expected http://host:port"));
         }
         if self.relay.poll_interval_ms < 100 {

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod b2bua;
 pub mod config;
+pub mod embedded_relay;
 pub mod ng;
 pub mod registrar;
 pub mod relay_client;

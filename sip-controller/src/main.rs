@@ -3,6 +3,10 @@
 //! one task: transport events, relayd replies and events, and the core's timers in; bytes,
 //! relay requests and call records out.
 
+/// mimalloc instead of glibc malloc (why: the workspace Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     collections::HashMap,
     io::Write as _,
@@ -18,7 +22,8 @@ use clap::Parser;
 use sip_controller::{
     api::{self, ApiState, CallStore, Metrics},
     b2bua::{Core, Identity, Output, RelayRequest},
-    config::Config,
+    config::{Config, RelayMode},
+    embedded_relay::{self, EmbeddedRelay},
     relay_client::RelayClient,
     routing::Resolved,
     sip::Host,
@@ -229,7 +234,16 @@ enum Feedback {
 #[allow(clippy::too_many_lines)]
 async fn run(args: Args) -> Result<()> {
     let config = Arc::new(load_config(&args)?);
-    let relay = RelayClient::new(&config.relay.url, relay_token(&config)?)?;
+    let (relay, embedded) = match config.relay.mode {
+        RelayMode::Http => (
+            RelayClient::new(&config.relay.url, relay_token(&config)?)?,
+            None,
+        ),
+        RelayMode::Embedded => {
+            let (relay, service) = start_embedded_relay(&config).await?;
+            (relay, Some(service))
+        }
+    };
     let ng_addrs = if config.ng.udp.is_empty() && config.ng.tcp.is_empty() {
         None
     } else {
@@ -296,7 +310,7 @@ async fn run(args: Args) -> Result<()> {
         None => None,
     };
     info!(
-        udp = ?udp, tcp = ?tcp, tls = ?tls, api = %api_addr, relay = %config.relay.url,
+        udp = ?udp, tcp = ?tcp, tls = ?tls, api = %api_addr, relay = ?config.relay.mode, relay_url = %config.relay.url,
         "sip-controller {} ready", sip_controller::VERSION
     );
     // Announced on stdout for scripts and tests, the SIP line last (it means "ready"); a
@@ -474,7 +488,48 @@ async fn run(args: Args) -> Result<()> {
         publish_stats(&core, &metrics);
     }
     transport.shutdown();
+    if let Some(service) = embedded {
+        // Dropped with the sessions of calls still up: their media sockets close here.
+        drop(relay);
+        service.stop().context("stopping the embedded relay")?;
+    }
     Ok(())
+}
+
+/// `[relay] mode = "embedded"`: starts relayd's control plane and datapath in this process
+/// and, with `relay.relayd_api`, relayd's HTTP API beside it.
+async fn start_embedded_relay(
+    config: &Config,
+) -> Result<(RelayClient, relay_userspace::service::Service)> {
+    let relayd = embedded_relay::load_config(&config.relay.relayd_config)?;
+    let api = config.relay.relayd_api.then(|| {
+        (
+            relayd.http.listen,
+            relayd.http.max_body_bytes,
+            relay_userspace::service::token(&relayd),
+        )
+    });
+    let service =
+        relay_userspace::service::Service::start(relayd).context("starting the embedded relay")?;
+    if let Some((listen, max_body, token)) = api {
+        let state = service.api_state(token?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the embedded relay's HTTP API on {listen}"))?;
+        let local = listener.local_addr()?;
+        println!("sip-controller: relay embedded; relayd API http://{local}/v1/");
+        tokio::spawn(async move {
+            if let Err(e) =
+                axum::serve(listener, relay_userspace::api::router(state, max_body)).await
+            {
+                error!(error = %e, "the embedded relay's HTTP API stopped");
+            }
+        });
+    } else {
+        println!("sip-controller: relay embedded");
+    }
+    let relay = RelayClient::embedded(EmbeddedRelay::new(&service));
+    Ok((relay, service))
 }
 
 /// The ordered send queue of one stream destination: message and the transaction to fail

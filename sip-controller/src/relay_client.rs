@@ -1,10 +1,12 @@
-//! relayd's HTTP control API, as the controller uses it.
+//! relayd's control API, as the controller uses it: over HTTP to a separate relayd (the
+//! default), or directly on a relay running inside this process (`[relay] mode = "embedded"`,
+//! see [`crate::embedded_relay`]).
 //!
 //! The wire types mirror relayd's `/v1` resources (relay-userspace `model.rs`, published as
-//! `/v1/openapi.json`): the JSON is the contract, so the controller does not link relayd's crate
-//! (which would pull the eBPF build and aya into the signalling binary). Requests carry the
+//! `/v1/openapi.json`): the JSON is the contract between the two processes. Requests carry the
 //! bearer token; every request has a deadline; problem-JSON errors come back as
-//! [`RelayError::Status`] with relayd's stable `code`.
+//! [`RelayError::Status`] with relayd's stable `code` (the embedded relay reports its errors
+//! the same way, so callers cannot tell the two apart).
 //!
 //! Transport: hyper's pooled HTTP/1.1 client (keep-alive connections to one relayd), because
 //! call setup rates of hundreds per second must not pay a TCP handshake per request.
@@ -374,26 +376,106 @@ struct Problem {
     detail: String,
 }
 
-/// A handle to one relayd; cheap to clone (shares the connection pool).
-#[derive(Clone)]
+/// A handle to one relay; cheap to clone (shares the connection pool, or the embedded relay).
+#[derive(Clone, Debug)]
 pub struct RelayClient {
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Http(HttpRelay),
+    Embedded(crate::embedded_relay::EmbeddedRelay),
+}
+
+impl RelayClient {
+    /// A client for relayd at `url` (`http://host:port`, no path) with its bearer token.
+    pub fn new(url: &str, token: String) -> Result<Self, RelayError> {
+        Ok(Self {
+            backend: Backend::Http(HttpRelay::new(url, token)?),
+        })
+    }
+
+    /// A client of a relay running in this process.
+    pub fn embedded(relay: crate::embedded_relay::EmbeddedRelay) -> Self {
+        Self {
+            backend: Backend::Embedded(relay),
+        }
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<Health, RelayError> {
+        match &self.backend {
+            Backend::Http(http) => http.health().await,
+            Backend::Embedded(relay) => Ok(relay.health()),
+        }
+    }
+
+    /// `PUT /v1/sessions/{id}`: creates or replaces a session.
+    pub async fn put_session(
+        &self,
+        id: &str,
+        spec: &SessionSpec,
+    ) -> Result<SessionView, RelayError> {
+        match &self.backend {
+            Backend::Http(http) => http.put_session(id, spec).await,
+            Backend::Embedded(relay) => relay.put_session(id, spec),
+        }
+    }
+
+    /// `GET /v1/sessions/{id}`.
+    pub async fn get_session(&self, id: &str) -> Result<SessionView, RelayError> {
+        match &self.backend {
+            Backend::Http(http) => http.get_session(id).await,
+            Backend::Embedded(relay) => relay.get_session(id),
+        }
+    }
+
+    /// `DELETE /v1/sessions/{id}`: the final view (the counters the CDR reports), or `None`
+    /// when the relay did not know the session.
+    pub async fn delete_session(&self, id: &str) -> Result<Option<SessionView>, RelayError> {
+        match &self.backend {
+            Backend::Http(http) => http.delete_session(id).await,
+            Backend::Embedded(relay) => relay.delete_session(id),
+        }
+    }
+
+    /// Follows the relay's events and returns the sessions of `media_timeout` events through
+    /// `sink` until the stream ends or fails. The caller reconnects (and should re-check
+    /// health: a new boot id means sessions were lost).
+    pub async fn follow_events(
+        &self,
+        sink: &tokio::sync::mpsc::Sender<String>,
+    ) -> Result<(), RelayError> {
+        match &self.backend {
+            Backend::Http(http) => http.follow_events(sink).await,
+            Backend::Embedded(relay) => {
+                relay.follow_events(sink).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// relayd over HTTP.
+#[derive(Clone)]
+struct HttpRelay {
     authority: String,
     token: String,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
-impl fmt::Debug for RelayClient {
+impl fmt::Debug for HttpRelay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RelayClient")
+        f.debug_struct("HttpRelay")
             .field("authority", &self.authority)
             .field("token", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
 
-impl RelayClient {
-    /// A client for relayd at `url` (`http://host:port`, no path) with its bearer token.
-    pub fn new(url: &str, token: String) -> Result<Self, RelayError> {
+impl HttpRelay {
+    fn new(url: &str, token: String) -> Result<Self, RelayError> {
         let invalid = |reason| RelayError::Url {
             url: url.to_owned(),
             reason,
@@ -421,16 +503,12 @@ impl RelayClient {
     }
 
     /// `GET /v1/health`.
-    pub async fn health(&self) -> Result<Health, RelayError> {
+    async fn health(&self) -> Result<Health, RelayError> {
         self.call(Method::GET, "/v1/health".to_owned(), None).await
     }
 
     /// `PUT /v1/sessions/{id}`: creates or replaces a session.
-    pub async fn put_session(
-        &self,
-        id: &str,
-        spec: &SessionSpec,
-    ) -> Result<SessionView, RelayError> {
+    async fn put_session(&self, id: &str, spec: &SessionSpec) -> Result<SessionView, RelayError> {
         let body = serde_json::to_vec(spec).map_err(|e| RelayError::Transport {
             method: "PUT",
             path: format!("/v1/sessions/{id}"),
@@ -441,7 +519,7 @@ impl RelayClient {
     }
 
     /// `GET /v1/sessions/{id}`.
-    pub async fn get_session(&self, id: &str) -> Result<SessionView, RelayError> {
+    async fn get_session(&self, id: &str) -> Result<SessionView, RelayError> {
         self.call(Method::GET, format!("/v1/sessions/{id}"), None)
             .await
     }
@@ -450,7 +528,7 @@ impl RelayClient {
     ///
     /// relayd answers a DELETE with `204 No Content`, so the final view (the counters the CDR
     /// reports) is read with a `GET` just before; packets relayed in between are not counted.
-    pub async fn delete_session(&self, id: &str) -> Result<Option<SessionView>, RelayError> {
+    async fn delete_session(&self, id: &str) -> Result<Option<SessionView>, RelayError> {
         let last = match self.get_session(id).await {
             Ok(view) => view,
             // Nothing to delete (relayd restarted, or an earlier DELETE got through).
@@ -471,7 +549,7 @@ impl RelayClient {
     /// Follows `GET /v1/events` (server-sent events) and returns the sessions of
     /// `media_timeout` events through `sink` until the stream ends or fails. The caller
     /// reconnects (and should re-check health: a new boot id means sessions were lost).
-    pub async fn follow_events(
+    async fn follow_events(
         &self,
         sink: &tokio::sync::mpsc::Sender<String>,
     ) -> Result<(), RelayError> {

@@ -69,6 +69,9 @@ pub struct NgBench {
     /// Skip rtpengine (ours alone).
     #[arg(long)]
     skip_rtpengine: bool,
+    /// Skip sip-controller with a separate relayd (the embedded relay and rtpengine only).
+    #[arg(long)]
+    skip_http: bool,
 }
 
 const RELAYD_API: &str = "127.0.0.1:9792";
@@ -93,7 +96,10 @@ impl Drop for Guard {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Server {
+    /// sip-controller programming a separate relayd over HTTP.
     Ours,
+    /// sip-controller with the relay in its process (`[relay] mode = "embedded"`).
+    OursEmbedded,
     Rtpengine,
 }
 
@@ -101,6 +107,7 @@ impl Server {
     const fn name(self) -> &'static str {
         match self {
             Self::Ours => "sip-controller NG + relayd",
+            Self::OursEmbedded => "sip-controller NG, relay embedded",
             Self::Rtpengine => "sipwise rtpengine 10.5 (userspace)",
         }
     }
@@ -109,13 +116,14 @@ impl Server {
     const fn processes(self) -> &'static [&'static str] {
         match self {
             Self::Ours => &["relayd", "sip-controller"],
+            Self::OursEmbedded => &["sip-controller"],
             Self::Rtpengine => &["rtpengine"],
         }
     }
 
     fn ng(self) -> SocketAddr {
         match self {
-            Self::Ours => OUR_NG,
+            Self::Ours | Self::OursEmbedded => OUR_NG,
             Self::Rtpengine => RTPENGINE_NG,
         }
         .parse()
@@ -200,7 +208,11 @@ pub fn run(bench: &NgBench) -> Result<()> {
         Some("srtp") => vec![Series::Srtp],
         Some(other) => bail!("--only {other}: expected plain or srtp"),
     };
-    let mut servers = vec![Server::Ours];
+    let mut servers = Vec::new();
+    if !bench.skip_http {
+        servers.push(Server::Ours);
+    }
+    servers.push(Server::OursEmbedded);
     if !bench.skip_rtpengine {
         servers.push(Server::Rtpengine);
     }
@@ -302,6 +314,7 @@ fn start_server(
                 .context("starting sip-controller")?;
             guards.push(Guard(controller));
         }
+        Server::OursEmbedded => guards.push(start_embedded(&cpu, release, out_dir)?),
         Server::Rtpengine => {
             let rtpengine = Command::new("taskset")
                 .args(["-c", &cpu, "rtpengine"])
@@ -330,6 +343,49 @@ fn start_server(
     let ng = server.ng();
     wait_for(server.name(), || ping(ng))?;
     Ok(guards)
+}
+
+/// sip-controller with `[relay] mode = "embedded"`: the same relay settings as the separate
+/// relayd of [`start_server`], its datapath worker on the server's core.
+fn start_embedded(cpu: &str, release: &Path, out_dir: &Path) -> Result<Guard> {
+    // The same relay settings as the separate relayd above, and its datapath worker on
+    // the server's core.
+    let relayd_config = out_dir.join("ng-embedded-relayd.toml");
+    std::fs::write(
+        &relayd_config,
+        format!(
+            "[http]\nlisten = \"{RELAYD_API}\"\ntoken_file = \"/dev/null\"\n\n\
+                 [media]\nport_quarantine_secs = 0\n\n\
+                 [[interface]]\nname = \"default\"\naddress = \"127.0.0.1\"\n\
+                 port_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\n\
+                 [datapath]\nworkers = 1\ncpus = [{cpu}]\n"
+        ),
+    )?;
+    let controller_config = out_dir.join("ng-sip-controller-embedded.toml");
+    std::fs::write(
+        &controller_config,
+        format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
+                 [tls]\nstate_dir = \"{state}\"\n\n\
+                 [relay]\nmode = \"embedded\"\nrelayd_config = \"{relayd}\"\n\n\
+                 [api]\nlisten = \"127.0.0.1:0\"\n\n\
+                 [ng]\nudp = [\"{OUR_NG}\"]\ndelete_delay_secs = 0\n",
+            state = out_dir.join("ng-tls").display(),
+            relayd = relayd_config.display(),
+        ),
+    )?;
+    let controller = Command::new("taskset")
+        .args(["-c", cpu])
+        .arg(release.join("sip-controller"))
+        .arg("--config")
+        .arg(&controller_config)
+        .env("RELAYD_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .env("RELAYD_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting sip-controller")?;
+    Ok(Guard(controller))
 }
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
@@ -833,16 +889,19 @@ fn print_tables(bench: &NgBench, results: &[(Server, Series, Vec<Step>)]) {
                 .and_then(|(_, _, steps)| best(steps))
                 .map(|s| (s.rate, s.cpu_us_per_call))
         };
-        if let (Some(ours), Some(theirs)) = (rate(Server::Ours), rate(Server::Rtpengine)) {
-            println!(
-                "ours / rtpengine, {}: {:.2}x the max clean rate; server CPU per call {:.0} vs \
-                 {:.0} us ({:.2}x rtpengine's)",
-                series.name(),
-                ours.0 / theirs.0,
-                ours.1,
-                theirs.1,
-                ours.1 / theirs.1
-            );
+        for ours_server in [Server::Ours, Server::OursEmbedded] {
+            if let (Some(ours), Some(theirs)) = (rate(ours_server), rate(Server::Rtpengine)) {
+                println!(
+                    "{} / rtpengine, {}: {:.2}x the max clean rate; server CPU per call {:.0} \
+                     vs {:.0} us ({:.2}x rtpengine's)",
+                    ours_server.name(),
+                    series.name(),
+                    ours.0 / theirs.0,
+                    ours.1,
+                    theirs.1,
+                    ours.1 / theirs.1
+                );
+            }
         }
     }
 }

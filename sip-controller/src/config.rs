@@ -657,6 +657,14 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let config = parse(include_str!("../../deploy/sip-controller.toml"))
+            .expect("deploy/sip-controller.toml parses and validates");
+        assert_eq!(config.relay.mode, RelayMode::Http);
+        assert!(config.relay.relayd_api);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (
@@ -688,6 +696,12 @@ mod tests {
         match parse("[sip]\nudpp = []\n") {
             Err(ConfigError::Syntax { message, .. }) => assert!(message.contains("udpp")),
             other => panic!("unknown key accepted: {other:?}"),
+        }
+        match parse("[relay]\nmode = \"remote\"\n") {
+            Err(ConfigError::Syntax { message, .. }) => {
+                assert!(message.contains("`http` or `embedded`"), "{message}")
+            }
+            other => panic!("unknown relay mode accepted: {other:?}"),
         }
     }
 

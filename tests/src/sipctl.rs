@@ -183,13 +183,7 @@ impl InProcessRelay {
 
     /// The ids of the relay's sessions.
     pub fn session_ids(&self) -> Vec<String> {
-        let (status, list) = self.json("GET", "/v1/sessions");
-        assert_eq!(status, 200, "{list}");
-        list.as_array()
-            .expect("a session list")
-            .iter()
-            .filter_map(|s| s["id"].as_str().map(str::to_owned))
-            .collect()
+        relay_session_ids(self.addr)
     }
 
     /// Stops the relay (the same as dropping it).
@@ -223,6 +217,54 @@ fn body_json(body: &[u8]) -> Value {
 
 // ----- the controller -------------------------------------------------------------------------
 
+/// The body of a controller's `[relay]` table for an embedded relay (relayd's configuration
+/// written to `dir/relayd.toml`): media ports `ports` on 127.0.0.1, no quarantine, relayd's
+/// API on `api` with [`TOKEN`] (the controller must get `RELAYD_TOKEN`).
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn embedded_relay_section(dir: &Path, api: SocketAddr, ports: (u16, u16)) -> String {
+    let relayd = dir.join("relayd.toml");
+    std::fs::write(
+        &relayd,
+        format!(
+            "[http]\nlisten = \"{api}\"\n\n\
+             [media]\nport_quarantine_secs = 0\nlatch_window_secs = 0\n\n\
+             [[interface]]\nname = \"default\"\naddress = \"127.0.0.1\"\n\
+             port_min = {}\nport_max = {}\n\n[datapath]\nworkers = 2\n",
+            ports.0, ports.1,
+        ),
+    )
+    .expect("write the relayd configuration");
+    format!(
+        "mode = \"embedded\"\nrelayd_config = \"{}\"\npoll_interval_ms = 200\n",
+        relayd.display()
+    )
+}
+
+/// The ids of the sessions of the relay whose API (with [`TOKEN`]) is at `api`.
+///
+/// # Panics
+/// When the API does not answer a session list.
+pub fn relay_session_ids(api: SocketAddr) -> Vec<String> {
+    let client = HttpClient::new(
+        &format!("http://{api}"),
+        Some(Token::new(TOKEN.to_owned())),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let response = client
+        .request("GET", "/v1/sessions", None)
+        .unwrap_or_else(|e| panic!("GET /v1/sessions: {e}"));
+    let list = body_json(&response.body);
+    assert_eq!(response.status, 200, "{list}");
+    list.as_array()
+        .expect("a session list")
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A running `sip-controller` process, killed on drop (its log is printed when the test
 /// failed).
 #[derive(Debug)]
@@ -248,12 +290,30 @@ impl Controller {
     /// # Panics
     /// When it does not report ready within [`WAIT`] (its log is in the message).
     pub fn start(dir: &Path, relay: SocketAddr, extra: &str) -> Self {
+        Self::launch(
+            dir,
+            &format!("url = \"http://{relay}\"\npoll_interval_ms = 200\n"),
+            extra,
+        )
+    }
+
+    /// Starts the controller like [`Controller::start`], with the relay in its own process
+    /// (`[relay] mode = "embedded"`): media ports `ports` on 127.0.0.1, relayd's API (with
+    /// [`TOKEN`]) on `api`.
+    ///
+    /// # Panics
+    /// As [`Controller::start`].
+    pub fn start_embedded(dir: &Path, api: SocketAddr, ports: (u16, u16), extra: &str) -> Self {
+        Self::launch(dir, &embedded_relay_section(dir, api, ports), extra)
+    }
+
+    fn launch(dir: &Path, relay: &str, extra: &str) -> Self {
         let cdr = dir.join("cdr.jsonl");
         let log = dir.join("sip-controller.log");
         let config = format!(
             "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntls = [\"127.0.0.1:0\"]\n\
              ring_timeout_secs = 20\n\n\
-             [relay]\nurl = \"http://{relay}\"\npoll_interval_ms = 200\n\n\
+             [relay]\n{relay}\n\
              [tls]\nstate_dir = \"{state}\"\nverify_server = false\n\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\n\
              [cdr]\npath = \"{cdr}\"\n\n\

@@ -12,6 +12,10 @@
 //! RTP; B's plain packets reach A as SRTP that libsrtp authenticates and decrypts with the
 //! answered key. The `delete` reply then counts each leg's packets in rtpengine's shape, and
 //! relayd keeps no session.
+//!
+//! The same call runs twice: with a separate relayd programmed over HTTP (`[relay] mode =
+//! "http"`), and with the relay inside sip-controller (`mode = "embedded"`), whose relayd API
+//! the test reads the sessions from.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -31,16 +35,18 @@ use tests::{
     pylibsrtp::{self, Mode},
     relayd,
     sipctl::{
-        audio_sdp, crypto_line, eventually, free_port, media_socket, receive, rtp_packet,
-        AudioSection, InProcessRelay, Scratch, WAIT,
+        audio_sdp, crypto_line, embedded_relay_section, eventually, free_port, media_socket,
+        receive, relay_session_ids, rtp_packet, AudioSection, InProcessRelay, Scratch, WAIT,
     },
     workspace_bin,
 };
 
 const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
 const PACKETS: u8 = 20;
-/// relayd's media ports (below the ephemeral range, apart from every other test's).
+/// relayd's media ports (below the ephemeral range, apart from every other test's): the
+/// separate relayd's, the embedded relay's.
 const RELAYD_PORTS: (u16, u16) = (24_200, 24_299);
+const EMBEDDED_PORTS: (u16, u16) = (24_300, 24_399);
 
 fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -55,14 +61,26 @@ struct NgController {
     child: Child,
 }
 
+/// Where the controller's relay runs.
+enum RelayAt {
+    /// A separate relayd's API.
+    Http(SocketAddr),
+    /// In the controller, with relayd's API served on this address.
+    Embedded(SocketAddr),
+}
+
 impl NgController {
-    fn start(dir: &Path, relay: SocketAddr) -> Self {
+    fn start(dir: &Path, relay: &RelayAt) -> Self {
         let ng = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = dir.join("sip-controller.log");
+        let relay_section = match relay {
+            RelayAt::Http(api) => format!("url = \"http://{api}\"\npoll_interval_ms = 200\n"),
+            RelayAt::Embedded(api) => embedded_relay_section(dir, *api, EMBEDDED_PORTS),
+        };
         let config = format!(
             "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
              [tls]\nstate_dir = \"{state}\"\n\n\
-             [relay]\nurl = \"http://{relay}\"\npoll_interval_ms = 200\n\n\
+             [relay]\n{relay_section}\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\n\
              [ng]\nudp = [\"{ng}\"]\ndelete_delay_secs = 0\n",
             state = dir.join("tls").display(),
@@ -133,10 +151,6 @@ fn to_json(value: &Bencode<'_>) -> Json {
 }
 
 #[test]
-#[allow(
-    clippy::too_many_lines,
-    reason = "one call: offer, answer, media both ways, delete"
-)]
 fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
     const TEST: &str = "an_srtp_offer_answered_plain_is_transcrypted_by_relayd";
     let Some(python) = pylibsrtp::python(TEST) else {
@@ -147,7 +161,33 @@ fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
         relayd::config(RELAYD_PORTS.0, RELAYD_PORTS.1),
         ([127, 0, 0, 1], 0).into(),
     );
-    let controller = NgController::start(&scratch.path, relay.addr);
+    let controller = NgController::start(&scratch.path, &RelayAt::Http(relay.addr));
+    transcrypted_call(&python, &controller, RELAYD_PORTS, &|| relay.session_ids());
+}
+
+#[test]
+fn the_embedded_relay_transcrypts_the_same_call() {
+    const TEST: &str = "the_embedded_relay_transcrypts_the_same_call";
+    let Some(python) = pylibsrtp::python(TEST) else {
+        return;
+    };
+    let scratch = Scratch::new(TEST);
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let controller = NgController::start(&scratch.path, &RelayAt::Embedded(api));
+    let session_ids = || relay_session_ids(api);
+    transcrypted_call(&python, &controller, EMBEDDED_PORTS, &session_ids);
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one call: offer, answer, media both ways, delete"
+)]
+fn transcrypted_call(
+    python: &PathBuf,
+    controller: &NgController,
+    ports: (u16, u16),
+    session_ids: &dyn Fn() -> Vec<String>,
+) {
     let mut client = NgClient::connect(controller.ng, 0x75c).expect("NG client");
 
     let a_rtp = media_socket([127, 0, 0, 1]);
@@ -175,14 +215,10 @@ fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
     assert!(to_b_audio.cryptos.is_empty(), "no key toward B:\n{to_b}");
     assert_eq!(to_b_audio.address, a_rtp.local_addr().expect("addr").ip());
     assert!(
-        (RELAYD_PORTS.0..=RELAYD_PORTS.1).contains(&to_b_audio.port),
+        (ports.0..=ports.1).contains(&to_b_audio.port),
         "B is offered a relayd port:\n{to_b}"
     );
-    assert_eq!(
-        relay.session_ids().len(),
-        1,
-        "the offer opened a relayd session"
-    );
+    assert_eq!(session_ids().len(), 1, "the offer opened a relayd session");
 
     // ---- answer: B's plain RTP, answered to A as SRTP with the relay's own key.
     let b_sdp = audio_sdp(b_rtp.local_addr().expect("addr"), "RTP/AVP", &[]);
@@ -195,8 +231,7 @@ fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
     let to_a_audio = AudioSection::parse(&to_a);
     assert_eq!(to_a_audio.proto, "RTP/SAVP", "A is answered SRTP:\n{to_a}");
     assert!(
-        (RELAYD_PORTS.0..=RELAYD_PORTS.1).contains(&to_a_audio.port)
-            && to_a_audio.port != to_b_audio.port,
+        (ports.0..=ports.1).contains(&to_a_audio.port) && to_a_audio.port != to_b_audio.port,
         "A is answered another relayd port:\n{to_a}"
     );
     assert_eq!(to_a_audio.cryptos.len(), 1, "one answered key:\n{to_a}");
@@ -212,7 +247,7 @@ fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
     let from_a: Vec<Vec<u8>> = (0..PACKETS)
         .map(|i| rtp_packet(8, 0x00a1_1ce5, 100 + u16::from(i), &[i; 160]))
         .collect();
-    let protected: Vec<Vec<u8>> = pylibsrtp::run(&python, SUITE, &a_key, Mode::ProtectRtp, &from_a)
+    let protected: Vec<Vec<u8>> = pylibsrtp::run(python, SUITE, &a_key, Mode::ProtectRtp, &from_a)
         .into_iter()
         .map(|r| r.expect("libsrtp protects"))
         .collect();
@@ -236,7 +271,7 @@ fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
         "each packet carries an 80-bit tag"
     );
     let decrypted: Vec<Vec<u8>> =
-        pylibsrtp::run(&python, SUITE, &relay_key, Mode::UnprotectRtp, &at_a)
+        pylibsrtp::run(python, SUITE, &relay_key, Mode::UnprotectRtp, &at_a)
             .into_iter()
             .map(|r| r.expect("libsrtp authenticates the relay's SRTP with the answered key"))
             .collect();
@@ -294,8 +329,8 @@ fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
         "{deleted:#}"
     );
     assert!(
-        eventually(WAIT, || relay.session_ids().is_empty()),
+        eventually(WAIT, || session_ids().is_empty()),
         "relayd keeps no session after the delete: {:?}",
-        relay.session_ids()
+        session_ids()
     );
 }

@@ -11,14 +11,16 @@
     reason = "test payloads derive bytes from sequence numbers"
 )]
 
+use std::net::SocketAddr;
+
 use serde_json::Value;
 use tests::{
     pylibsrtp::{self, Mode},
     relayd,
     sipctl::{
-        audio_sdp, crypto_line, eventually, media_socket, receive, request, response, rtp_packet,
-        tag_of, token, uri_of, AudioSection, Controller, InProcessRelay, Scratch, TlsPeer, UdpPeer,
-        WAIT,
+        audio_sdp, crypto_line, eventually, free_port, media_socket, receive, relay_session_ids,
+        request, response, rtp_packet, tag_of, token, uri_of, AudioSection, Controller,
+        InProcessRelay, Scratch, TlsPeer, UdpPeer, WAIT,
     },
 };
 
@@ -61,29 +63,51 @@ fn assert_callee_leg_is_udp_plain(leg: &Value, what: &str) {
 }
 
 #[test]
+fn tls_srtp_carrier_reaches_a_udp_pbx_with_media_both_ways() {
+    carrier_call_to_the_pbx(
+        "tls_srtp_carrier_reaches_a_udp_pbx_with_media_both_ways",
+        false,
+    );
+}
+
+/// The same call with the relay inside sip-controller (`[relay] mode = "embedded"`).
+#[test]
+fn the_same_call_with_the_relay_embedded_in_the_controller() {
+    carrier_call_to_the_pbx(
+        "the_same_call_with_the_relay_embedded_in_the_controller",
+        true,
+    );
+}
+
 #[allow(
     clippy::too_many_lines,
     reason = "one call from INVITE to CDR, in order"
 )]
-fn tls_srtp_carrier_reaches_a_udp_pbx_with_media_both_ways() {
-    let Some(python) = pylibsrtp::python("tls_srtp_carrier_reaches_a_udp_pbx_with_media_both_ways")
-    else {
+fn carrier_call_to_the_pbx(test: &str, embedded: bool) {
+    let Some(python) = pylibsrtp::python(test) else {
         return;
     };
-    let scratch = Scratch::new("bridges-tls-srtp");
-    let relay = InProcessRelay::start(relayd::config(27_000, 27_099), ([127, 0, 0, 1], 0).into());
+    let scratch = Scratch::new(test);
     let pbx = UdpPeer::bind([127, 0, 0, 1]);
-    let controller = Controller::start(
-        &scratch.path,
-        relay.addr,
-        &format!(
-            "[[trunks]]\nname = \"carrier\"\nuri = \"sips:127.0.0.2:5061\"\n\
-             allow_from = [\"127.0.0.2/32\"]\nsrtp = \"mandatory\"\n\n\
-             [[trunks]]\nname = \"pbx\"\nuri = \"sip:{}\"\nsrtp = \"off\"\n\n\
-             [[routes]]\nname = \"carrier-in\"\nfrom = \"carrier\"\nto = \"pbx\"\n",
-            pbx.addr()
-        ),
+    let trunks = format!(
+        "[[trunks]]\nname = \"carrier\"\nuri = \"sips:127.0.0.2:5061\"\n\
+         allow_from = [\"127.0.0.2/32\"]\nsrtp = \"mandatory\"\n\n\
+         [[trunks]]\nname = \"pbx\"\nuri = \"sip:{}\"\nsrtp = \"off\"\n\n\
+         [[routes]]\nname = \"carrier-in\"\nfrom = \"carrier\"\nto = \"pbx\"\n",
+        pbx.addr()
     );
+    // A separate relay programmed over HTTP, or the controller's own (its API read directly).
+    let separate = (!embedded)
+        .then(|| InProcessRelay::start(relayd::config(27_000, 27_099), ([127, 0, 0, 1], 0).into()));
+    let embedded_api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let controller = match &separate {
+        Some(relay) => Controller::start(&scratch.path, relay.addr, &trunks),
+        None => Controller::start_embedded(&scratch.path, embedded_api, (27_800, 27_899), &trunks),
+    };
+    let session_ids = || match &separate {
+        Some(relay) => relay.session_ids(),
+        None => relay_session_ids(embedded_api),
+    };
     let mut carrier = TlsPeer::start([127, 0, 0, 2], &scratch.path.join("carrier-tls"));
     let carrier_rtp = media_socket([127, 0, 0, 2]);
     let pbx_rtp = media_socket([127, 0, 0, 1]);
@@ -310,11 +334,7 @@ fn tls_srtp_carrier_reaches_a_udp_pbx_with_media_both_ways() {
         .unwrap_or_else(|| panic!("the call is listed: {calls}"));
     assert_eq!(live["state"], "confirmed", "{live}");
     let id = live["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        relay.session_ids(),
-        vec![id.clone()],
-        "the call's relay session"
-    );
+    assert_eq!(session_ids(), vec![id.clone()], "the call's relay session");
 
     // ---- BYE from the carrier; the controller ends the PBX leg too.
     carrier.send(controller.tls, &in_dialog("BYE", 2));
@@ -371,9 +391,9 @@ fn tls_srtp_carrier_reaches_a_udp_pbx_with_media_both_ways() {
     }
     assert_eq!(api, *cdr, "the API shows what the CDR recorded");
     assert!(
-        eventually(WAIT, || relay.session_ids().is_empty()),
+        eventually(WAIT, || session_ids().is_empty()),
         "relayd keeps no session after the call: {:?}",
-        relay.session_ids()
+        session_ids()
     );
 
     // Mid-call, the caller leg already had its TLS facts (the INVITE came over TLS).

@@ -699,7 +699,7 @@ mod tests {
         }
         match parse("[relay]\nmode = \"remote\"\n") {
             Err(ConfigError::Syntax { message, .. }) => {
-                assert!(message.contains("`http` or `embedded`"), "{message}")
+                assert!(message.contains("`http` or `embedded`"), "{message}");
             }
             other => panic!("unknown relay mode accepted: {other:?}"),
         }

@@ -16,6 +16,7 @@ pub mod model;
 pub mod ports;
 pub mod relay;
 pub mod service;
+pub mod socket_pool;
 pub mod state;
 pub mod xdp;
 pub mod xdp_flows;

@@ -18,14 +18,14 @@ use crate::{
     config::Config,
     datapath::{
         stats::{unix_ms, Latched},
-        sys, CryptoChange, DropReason, LegCrypto, LegProgram, LegSettings, LegStats,
-        SocketDatapath,
+        CryptoChange, DropReason, LegCrypto, LegProgram, LegSettings, LegStats, SocketDatapath,
     },
     model::{
         validate_id, CryptoSpec, CryptoView, Event, LatchMode, LegPatch, LegSpec, LegView,
         LocalView, SessionSpec, SessionSummary, SessionView, SpecError,
     },
     ports::PortAllocator,
+    socket_pool::SocketPool,
     state::{SessionStore, StoredLeg, StoredSession},
     xdp_flows::{plan, LegLocal, LegShared, XdpFlows},
 };
@@ -116,6 +116,57 @@ struct State {
     sessions: HashMap<String, SessionRecord>,
     next_key: u64,
     ports: HashMap<String, PortAllocator>,
+    /// Released media sockets, still bound, for their ports' next allocation.
+    sockets: SocketPool,
+}
+
+impl State {
+    /// Gives a leg's port pair back (into quarantine at `now`, or at once with `None`: never
+    /// used) and parks its sockets for the pair's next allocation.
+    fn release_leg(&mut self, leg: LegRecord, now: Option<Instant>) {
+        if let Some(ports) = self.ports.get_mut(&leg.spec.interface) {
+            match now {
+                Some(now) => ports.release(leg.rtp_port, now),
+                None => ports.put_back(leg.rtp_port),
+            }
+        }
+        self.sockets
+            .park(SocketAddr::new(leg.address, leg.rtp_port), leg.rtp_socket);
+        if let Some(rtcp) = leg.rtcp_socket {
+            self.sockets
+                .park(SocketAddr::new(leg.address, leg.rtp_port + 1), rtcp);
+        }
+    }
+
+    /// The sockets of a leg on `port` (RTP) and `port + 1` (RTCP, unless muxed): parked ones
+    /// or new ones. On failure nothing is kept.
+    fn bind_pair(
+        &mut self,
+        address: IpAddr,
+        port: u16,
+        rtcp_mux: bool,
+    ) -> Result<(Arc<UdpSocket>, Option<Arc<UdpSocket>>), RelayError> {
+        let mut take = |port: u16| {
+            let at = SocketAddr::new(address, port);
+            self.sockets.take(at).map_err(|source| RelayError::Bind {
+                address: at,
+                source,
+            })
+        };
+        let rtp = take(port)?;
+        let rtcp = if rtcp_mux {
+            None
+        } else {
+            match take(port + 1) {
+                Ok(rtcp) => Some(rtcp),
+                Err(e) => {
+                    self.sockets.park(SocketAddr::new(address, port), rtp);
+                    return Err(e);
+                }
+            }
+        };
+        Ok((rtp, rtcp))
+    }
 }
 
 /// The control plane.
@@ -178,6 +229,10 @@ impl Relay {
             })
             .collect();
         let (events, _) = broadcast::channel(1024);
+        let sockets = SocketPool::new(
+            config.datapath.socket_rcvbuf,
+            SocketPool::budget_for(crate::datapath::sys::nofile_limit()),
+        );
         Self {
             config,
             datapath,
@@ -185,6 +240,7 @@ impl Relay {
                 sessions: HashMap::new(),
                 next_key: 1,
                 ports,
+                sockets,
             }),
             events,
             xdp_flows: None,
@@ -304,9 +360,7 @@ impl Relay {
         }
         if let Some(error) = failure {
             for leg in legs {
-                if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
-                    ports.put_back(leg.rtp_port);
-                }
+                state.release_leg(leg, None);
             }
             return Err(error);
         }
@@ -371,15 +425,12 @@ impl Relay {
                 ),
             });
         }
-        let (rtp, rtcp) = match bind_pair(
-            interface.address,
-            stored.rtp_port,
-            spec.rtcp_mux,
-            self.config.datapath.socket_rcvbuf,
-        ) {
+        let (rtp, rtcp) = match state.bind_pair(interface.address, stored.rtp_port, spec.rtcp_mux) {
             Ok(sockets) => sockets,
             Err(e) => {
-                ports.put_back(stored.rtp_port);
+                if let Some(ports) = state.ports.get_mut(&spec.interface) {
+                    ports.put_back(stored.rtp_port);
+                }
                 return Err(e);
             }
         };
@@ -404,8 +455,8 @@ impl Relay {
             spec: spec.clone(),
             address: interface.address,
             rtp_port: stored.rtp_port,
-            rtp_socket: Arc::new(rtp),
-            rtcp_socket: rtcp.map(Arc::new),
+            rtp_socket: rtp,
+            rtcp_socket: rtcp,
             stats,
             crypto: Arc::new(LegCrypto::default()),
             created: now,
@@ -566,9 +617,7 @@ impl Relay {
         }
         // Legs of the old session that are gone: their ports go into quarantine.
         for leg in old_legs.into_iter().flatten() {
-            if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
-                ports.release(leg.rtp_port, now);
-            }
+            state.release_leg(leg, Some(now));
         }
         let created = old.is_none();
         let key = if let Some(old) = &old {
@@ -619,11 +668,7 @@ impl Relay {
         for (leg, from) in legs.into_iter().zip(reused_from) {
             match from {
                 Some(i) => old_legs[i] = Some(leg),
-                None => {
-                    if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
-                        ports.put_back(leg.rtp_port);
-                    }
-                }
+                None => state.release_leg(leg, None),
             }
         }
         if let Some(mut old) = old {
@@ -645,31 +690,26 @@ impl Relay {
                     leg: spec.id.clone(),
                     interface: spec.interface.clone(),
                 })?;
-        let ports = state
-            .ports
-            .get_mut(&spec.interface)
-            .expect("an allocator per configured interface");
         let mut last_error = None;
         for _ in 0..BIND_ATTEMPTS {
+            let ports = state
+                .ports
+                .get_mut(&spec.interface)
+                .expect("an allocator per configured interface");
             let Some(port) = ports.allocate(now) else {
                 return Err(RelayError::PortsExhausted {
                     interface: spec.interface.clone(),
                     capacity: ports.capacity(),
                 });
             };
-            match bind_pair(
-                interface.address,
-                port,
-                spec.rtcp_mux,
-                self.config.datapath.socket_rcvbuf,
-            ) {
-                Ok((rtp, rtcp)) => {
+            match state.bind_pair(interface.address, port, spec.rtcp_mux) {
+                Ok((rtp_socket, rtcp_socket)) => {
                     return Ok(LegRecord {
                         spec: spec.clone(),
                         address: interface.address,
                         rtp_port: port,
-                        rtp_socket: Arc::new(rtp),
-                        rtcp_socket: rtcp.map(Arc::new),
+                        rtp_socket,
+                        rtcp_socket,
                         stats: Arc::new(LegStats::default()),
                         crypto: Arc::new(LegCrypto::default()),
                         created: now,
@@ -679,9 +719,12 @@ impl Relay {
                     });
                 }
                 Err(e) => {
-                    // Taken by another process: keep it out of rotation for a quarantine.
+                    // Taken by another process (or still held by the datapath): keep it out
+                    // of rotation for a quarantine.
                     warn!(port, interface = spec.interface, error = %e, "media port busy, trying another");
-                    ports.release(port, now);
+                    if let Some(ports) = state.ports.get_mut(&spec.interface) {
+                        ports.release(port, now);
+                    }
                     last_error = Some(e);
                 }
             }
@@ -800,10 +843,8 @@ impl Relay {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(session.key);
         }
-        for leg in &session.legs {
-            if let Some(ports) = state.ports.get_mut(&leg.spec.interface) {
-                ports.release(leg.rtp_port, now);
-            }
+        for leg in session.legs {
+            state.release_leg(leg, Some(now));
         }
         info!(session = id, "session deleted");
         Ok(())
@@ -1045,40 +1086,4 @@ fn crypto_change(
         Some(spec) => CryptoChange::Set(Box::new(spec.policy(leg)?)),
         None => CryptoChange::Plain,
     })
-}
-
-/// Binds the RTP socket (and the RTCP one on `port + 1` unless muxed), non-blocking.
-fn bind_pair(
-    address: IpAddr,
-    port: u16,
-    rtcp_mux: bool,
-    rcvbuf: usize,
-) -> Result<(UdpSocket, Option<UdpSocket>), RelayError> {
-    let bind = |port: u16| {
-        let at = SocketAddr::new(address, port);
-        let socket = UdpSocket::bind(at).map_err(|source| RelayError::Bind {
-            address: at,
-            source,
-        })?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|source| RelayError::Bind {
-                address: at,
-                source,
-            })?;
-        if rcvbuf > 0 {
-            sys::set_recv_buffer(&socket, rcvbuf).map_err(|source| RelayError::Bind {
-                address: at,
-                source,
-            })?;
-        }
-        Ok::<_, RelayError>(socket)
-    };
-    let rtp = bind(port)?;
-    let rtcp = if rtcp_mux {
-        None
-    } else {
-        Some(bind(port + 1)?)
-    };
-    Ok((rtp, rtcp))
 }

@@ -6,8 +6,17 @@
 //! (`sendmmsg`). Level-triggered epoll plus the per-turn quantum is the fairness rule: under
 //! overload every socket keeps getting its turn and the excess is dropped by the kernel, so no
 //! stream is ever abandoned and service resumes as soon as the load drops. The control plane
-//! programs workers through a command channel (woken by an eventfd) and reads counters from
-//! shared atomics.
+//! programs workers through a command channel and reads counters from shared atomics.
+//!
+//! Installing a session does not wake its worker: the control plane registers the new sockets
+//! in the worker's epoll itself (choosing their slots, the epoll tokens) and queues the
+//! program; the worker applies queued commands at the start of every wake-up, before it
+//! handles any event, so the first packet on a new socket is already handled by its program,
+//! and a re-programmed session's packets by the new one. Waking the worker per install cost
+//! two context switches on a shared core at every call setup (docs/PERFORMANCE.md, NG). An
+//! idle worker still wakes every 100 ms and applies what is queued. Removing a session does
+//! wake it (after its sockets left the epoll), so the sockets close, and their ports can be
+//! bound again, right away.
 //!
 //! These semantics (latching, strict source, SRTP-authenticated latching, transcrypting, RTCP
 //! on separate or muxed ports, drop reasons) are the reference the XDP datapath matches.
@@ -18,7 +27,9 @@ pub mod sys;
 mod worker;
 
 use std::{
+    collections::HashMap,
     net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd as _,
     sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError},
     thread::JoinHandle,
     time::Duration,
@@ -158,10 +169,11 @@ pub struct LegProgram {
 
 enum Command {
     /// Installs a session, or replaces its program (legs matched by id keep their state where
-    /// their settings say so).
+    /// their settings say so). Its sockets are already in the worker's epoll, at `slots`.
     Install {
         session: u64,
         legs: Vec<LegProgram>,
+        slots: Vec<worker::SlotAssignment>,
     },
     /// Removes a session and stops reading its sockets.
     Remove {
@@ -173,7 +185,31 @@ enum Command {
 struct WorkerHandle {
     commands: mpsc::Sender<Command>,
     wake: Arc<sys::EventFd>,
+    epoll: Arc<sys::Epoll>,
+    /// The worker's epoll registrations, kept by the control plane (which makes them).
+    registrations: Mutex<Registrations>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Which slot (epoll token, index of the worker's socket table) each socket of each session
+/// of one worker has.
+#[derive(Default)]
+struct Registrations {
+    /// Slots given back, reused first.
+    free: Vec<usize>,
+    /// The next slot never used.
+    next: usize,
+    /// Per session: its sockets and their slots.
+    sessions: HashMap<u64, Vec<(usize, Arc<UdpSocket>)>>,
+}
+
+impl Registrations {
+    fn take_slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
 }
 
 /// Datapath settings.
@@ -208,8 +244,9 @@ impl SocketDatapath {
         for index in 0..count {
             let (commands, receiver) = mpsc::channel();
             let wake = Arc::new(sys::EventFd::new()?);
-            let epoll = sys::Epoll::new()?;
+            let epoll = Arc::new(sys::Epoll::new()?);
             epoll.add(wake.raw(), worker::WAKE_TOKEN)?;
+            let worker_epoll = Arc::clone(&epoll);
             let cpu = (!options.cpus.is_empty()).then(|| options.cpus[index % options.cpus.len()]);
             let worker_wake = Arc::clone(&wake);
             let batch = options.batch;
@@ -223,11 +260,13 @@ impl SocketDatapath {
                     }
                     // Built on its own thread: its batch buffers hold raw pointers into
                     // themselves and never leave it.
-                    worker::Worker::new(epoll, worker_wake, receiver, batch).run();
+                    worker::Worker::new(worker_epoll, worker_wake, receiver, batch).run();
                 })?;
             workers.push(WorkerHandle {
                 commands,
                 wake,
+                epoll,
+                registrations: Mutex::new(Registrations::default()),
                 thread: Some(thread),
             });
         }
@@ -244,23 +283,95 @@ impl SocketDatapath {
         &self.workers[index]
     }
 
-    fn send(&self, session: u64, command: Command) {
+    /// Installs or re-programs a session: registers its new sockets in its worker's epoll,
+    /// unregisters the ones it no longer has, and queues the program (without waking the
+    /// worker, see the module docs).
+    pub fn install(&self, session: u64, legs: Vec<LegProgram>) {
         let worker = self.worker_of(session);
-        if worker.commands.send(command).is_ok() {
+        let mut registrations = worker
+            .registrations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = registrations.sessions.remove(&session).unwrap_or_default();
+        let mut kept: Vec<(usize, Arc<UdpSocket>)> = Vec::new();
+        let mut slots = Vec::new();
+        for (index, leg) in legs.iter().enumerate() {
+            let sockets = match &leg.rtcp_socket {
+                Some(rtcp) => vec![
+                    (&leg.rtp_socket, worker::SocketKind::Rtp),
+                    (rtcp, worker::SocketKind::Rtcp),
+                ],
+                None => vec![(&leg.rtp_socket, worker::SocketKind::Muxed)],
+            };
+            for (socket, kind) in sockets {
+                // A socket the session already had keeps its slot and registration.
+                let slot =
+                    if let Some(&(slot, _)) = old.iter().find(|(_, s)| Arc::ptr_eq(s, socket)) {
+                        slot
+                    } else {
+                        let slot = registrations.take_slot();
+                        if let Err(e) = worker.epoll.add(socket.as_raw_fd(), slot as u64) {
+                            warn!(session, leg = leg.id, %e, "cannot watch media socket");
+                            registrations.free.push(slot);
+                            continue;
+                        }
+                        slot
+                    };
+                kept.push((slot, Arc::clone(socket)));
+                slots.push(worker::SlotAssignment {
+                    slot,
+                    leg: index,
+                    kind,
+                });
+            }
+        }
+        // The program first, then the slots of dropped sockets become reusable: a later
+        // install that reuses one is queued after this one.
+        let sent = worker
+            .commands
+            .send(Command::Install {
+                session,
+                legs,
+                slots,
+            })
+            .is_ok();
+        let mut dropped_any = false;
+        for (slot, socket) in old {
+            if !kept.iter().any(|(_, s)| Arc::ptr_eq(s, &socket)) {
+                let _ = worker.epoll.remove(socket.as_raw_fd());
+                registrations.free.push(slot);
+                dropped_any = true;
+            }
+        }
+        registrations.sessions.insert(session, kept);
+        if !sent {
+            warn!(session, "datapath worker is gone; session not installed");
+        } else if dropped_any {
+            // The worker holds the dropped sockets until it applies the program.
+            worker.wake.notify();
+        }
+    }
+
+    /// Removes a session: its sockets leave the worker's epoll now, and the worker is woken
+    /// to drop them (closing them once the control plane's handles are gone too).
+    pub fn remove(&self, session: u64) {
+        let worker = self.worker_of(session);
+        let mut registrations = worker
+            .registrations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = registrations.sessions.remove(&session).unwrap_or_default();
+        for (_, socket) in &old {
+            let _ = worker.epoll.remove(socket.as_raw_fd());
+        }
+        if worker.commands.send(Command::Remove { session }).is_ok() {
             worker.wake.notify();
         } else {
             warn!(session, "datapath worker is gone; command dropped");
         }
-    }
-
-    /// Installs or re-programs a session.
-    pub fn install(&self, session: u64, legs: Vec<LegProgram>) {
-        self.send(session, Command::Install { session, legs });
-    }
-
-    /// Removes a session.
-    pub fn remove(&self, session: u64) {
-        self.send(session, Command::Remove { session });
+        registrations
+            .free
+            .extend(old.into_iter().map(|(slot, _)| slot));
     }
 }
 

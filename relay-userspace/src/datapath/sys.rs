@@ -471,6 +471,37 @@ pub fn set_recv_buffer(socket: &UdpSocket, bytes: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// A socket's kernel receive buffer as the kernel reports it (`SO_RCVBUF`: twice what was set,
+/// the bookkeeping overhead included).
+pub fn recv_buffer(socket: &UdpSocket) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: passes a live c_int and its length, which the kernel writes.
+    check(unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    })?;
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
+/// The open-file limit (soft), or 1024 when it cannot be read.
+pub fn nofile_limit() -> u64 {
+    // SAFETY: getrlimit writes a live rlimit.
+    unsafe {
+        let mut limit: libc::rlimit = zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+            limit.rlim_cur
+        } else {
+            1024
+        }
+    }
+}
+
 /// Raises the open-file limit to its hard maximum (each leg holds two sockets).
 pub fn raise_nofile_limit() -> io::Result<u64> {
     // SAFETY: getrlimit/setrlimit read and write a live rlimit.

@@ -3,7 +3,6 @@
 use std::{
     collections::HashMap,
     net::{SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
     sync::{atomic::Ordering::Relaxed, mpsc, Arc},
     time::Instant,
 };
@@ -23,11 +22,22 @@ pub const WAKE_TOKEN: u64 = u64::MAX;
 
 /// What a socket carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SocketKind {
+pub(super) enum SocketKind {
     Rtp,
     Rtcp,
     /// RTP and RTCP on one port (RFC 5761).
     Muxed,
+}
+
+/// Where the control plane registered one socket of a session being installed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SlotAssignment {
+    /// Its epoll token: the index in the worker's socket table.
+    pub slot: usize,
+    /// The leg (index in the program) it belongs to.
+    pub leg: usize,
+    /// What it carries.
+    pub kind: SocketKind,
 }
 
 struct SocketEntry {
@@ -104,13 +114,13 @@ struct PacketState {
 
 /// A datapath worker.
 pub struct Worker {
-    epoll: Epoll,
+    epoll: Arc<Epoll>,
     wake: Arc<EventFd>,
     commands: mpsc::Receiver<Command>,
     batch_size: usize,
     sessions: HashMap<u64, SessionRt>,
+    /// By slot (epoll token); the control plane assigns slots (`SlotAssignment`).
     sockets: Vec<Option<SocketEntry>>,
-    free_slots: Vec<usize>,
     packets: PacketBatch,
     states: Vec<PacketState>,
     srtp: Batch,
@@ -118,9 +128,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker over `epoll` (which already watches `wake` as [`WAKE_TOKEN`]).
+    /// A worker over `epoll` (which already watches `wake` as [`WAKE_TOKEN`]; the control
+    /// plane adds and removes the media sockets).
     pub fn new(
-        epoll: Epoll,
+        epoll: Arc<Epoll>,
         wake: Arc<EventFd>,
         commands: mpsc::Receiver<Command>,
         batch_size: usize,
@@ -132,7 +143,6 @@ impl Worker {
             batch_size,
             sessions: HashMap::new(),
             sockets: Vec::new(),
-            free_slots: Vec::new(),
             packets: PacketBatch::new(batch_size),
             states: vec![
                 PacketState {
@@ -158,13 +168,15 @@ impl Worker {
                     0
                 }
             };
+            // Programs queued without a wake-up first: an event may be the first packet of a
+            // session installed since the last turn.
+            if !self.apply_commands() {
+                return;
+            }
             for event in &events[..ready] {
                 let token = event.u64;
                 if token == WAKE_TOKEN {
                     self.wake.drain();
-                    if !self.apply_commands() {
-                        return;
-                    }
                 } else if let Ok(slot) = usize::try_from(token) {
                     self.service(slot);
                 }
@@ -176,7 +188,11 @@ impl Worker {
     fn apply_commands(&mut self) -> bool {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Install { session, legs } => self.install(session, legs),
+                Command::Install {
+                    session,
+                    legs,
+                    slots,
+                } => self.install(session, legs, &slots),
                 Command::Remove { session } => self.remove(session),
                 Command::Shutdown => return false,
             }
@@ -184,7 +200,7 @@ impl Worker {
         true
     }
 
-    fn install(&mut self, session: u64, programs: Vec<LegProgram>) {
+    fn install(&mut self, session: u64, programs: Vec<LegProgram>, assigned: &[SlotAssignment]) {
         let old = self.sessions.remove(&session);
         let mut old_legs: HashMap<String, LegRt> = HashMap::new();
         let mut old_slots = Vec::new();
@@ -199,44 +215,33 @@ impl Worker {
             let previous = old_legs.remove(&program.id);
             legs.push(Self::leg_runtime(program, previous));
         }
-        // Sockets: unregister the old ones, register the new ones (kept sockets re-register
-        // with their new leg index).
+        // The socket table: the old slots out, the assigned ones in (a kept socket may now
+        // belong to another leg index).
         for slot in old_slots {
-            if let Some(entry) = self.sockets[slot].take() {
-                let _ = self.epoll.remove(entry.socket.as_raw_fd());
-                self.free_slots.push(slot);
+            if let Some(entry) = self.sockets.get_mut(slot) {
+                *entry = None;
             }
         }
-        let mut slots = Vec::new();
-        for (index, leg) in legs.iter().enumerate() {
-            let mut register = |socket: &Arc<UdpSocket>, kind| {
-                let slot = self.free_slots.pop().unwrap_or_else(|| {
-                    self.sockets.push(None);
-                    self.sockets.len() - 1
-                });
-                match self.epoll.add(socket.as_raw_fd(), slot as u64) {
-                    Ok(()) => {
-                        self.sockets[slot] = Some(SocketEntry {
-                            session,
-                            leg: index,
-                            kind,
-                            socket: Arc::clone(socket),
-                        });
-                        slots.push(slot);
-                    }
-                    Err(e) => {
-                        warn!(session, leg = leg.id, %e, "cannot watch media socket");
-                        self.free_slots.push(slot);
-                    }
-                }
+        let mut slots = Vec::with_capacity(assigned.len());
+        for assignment in assigned {
+            let Some(leg) = legs.get(assignment.leg) else {
+                continue;
             };
-            match &leg.rtcp_socket {
-                Some(rtcp) => {
-                    register(&leg.rtp_socket, SocketKind::Rtp);
-                    register(rtcp, SocketKind::Rtcp);
-                }
-                None => register(&leg.rtp_socket, SocketKind::Muxed),
+            let socket = match (assignment.kind, &leg.rtcp_socket) {
+                (SocketKind::Rtcp, Some(rtcp)) => rtcp,
+                (SocketKind::Rtcp, None) => continue,
+                _ => &leg.rtp_socket,
+            };
+            if self.sockets.len() <= assignment.slot {
+                self.sockets.resize_with(assignment.slot + 1, || None);
             }
+            self.sockets[assignment.slot] = Some(SocketEntry {
+                session,
+                leg: assignment.leg,
+                kind: assignment.kind,
+                socket: Arc::clone(socket),
+            });
+            slots.push(assignment.slot);
         }
         debug!(session, legs = legs.len(), "session installed");
         self.sessions.insert(session, SessionRt { legs, slots });
@@ -288,12 +293,12 @@ impl Worker {
         leg
     }
 
+    /// Forgets a session (the control plane already took its sockets out of the epoll).
     fn remove(&mut self, session: u64) {
         if let Some(old) = self.sessions.remove(&session) {
             for slot in old.slots {
-                if let Some(entry) = self.sockets[slot].take() {
-                    let _ = self.epoll.remove(entry.socket.as_raw_fd());
-                    self.free_slots.push(slot);
+                if let Some(entry) = self.sockets.get_mut(slot) {
+                    *entry = None;
                 }
             }
             debug!(session, "session removed");

@@ -12,7 +12,7 @@ use std::{
 };
 
 use tokio::sync::broadcast;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
@@ -719,9 +719,18 @@ impl Relay {
                     });
                 }
                 Err(e) => {
-                    // Taken by another process (or still held by the datapath): keep it out
-                    // of rotation for a quarantine.
-                    warn!(port, interface = spec.interface, error = %e, "media port busy, trying another");
+                    // Taken by another process, or its previous socket still held by the
+                    // datapath (only without a quarantine): keep it out of rotation for one.
+                    if matches!(&e, RelayError::Bind { source, .. } if source.kind() == std::io::ErrorKind::ResourceBusy)
+                    {
+                        debug!(
+                            port,
+                            interface = spec.interface,
+                            "media port still being released, trying another"
+                        );
+                    } else {
+                        warn!(port, interface = spec.interface, error = %e, "media port busy, trying another");
+                    }
                     if let Some(ports) = state.ports.get_mut(&spec.interface) {
                         ports.release(port, now);
                     }

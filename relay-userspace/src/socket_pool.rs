@@ -10,8 +10,9 @@
 //! buffer is shrunk to the kernel's minimum (a few KiB: a port sweep cannot pin memory), and
 //! before reuse it is drained, so no late packet of an old call reaches a new one (a stronger
 //! form of the quarantine's promise). The datapath worker may still hold a released socket
-//! for a moment (until it applies the removal); such a socket is not handed out, its port
-//! is reported busy and the allocator moves on.
+//! for a moment (until it applies the removal, at its next wake-up: within 100 ms); such a
+//! socket is not handed out, its port is reported busy and the allocator moves on (with the
+//! default 30 s quarantine this does not happen).
 //!
 //! Parking spends file descriptors, so the pool keeps a budget for the relay's sockets, parked
 //! and in use together (by default the open-file limit minus an eighth, at least 1024, kept
@@ -76,15 +77,15 @@ impl SocketPool {
     /// A non-blocking socket bound to `at`: a parked one, drained, or a new one.
     ///
     /// # Errors
-    /// `AddrInUse` when the socket parked there is still held elsewhere (the worker has not
-    /// let go yet); otherwise what `bind` or `setsockopt` reported.
+    /// `ResourceBusy` when the socket parked there is still held elsewhere (the worker has
+    /// not let go yet); otherwise what `bind` or `setsockopt` reported.
     pub fn take(&mut self, at: SocketAddr) -> io::Result<Arc<UdpSocket>> {
         if let Some(socket) = self.parked.remove(&at) {
             if Arc::strong_count(&socket) > 1 {
                 self.parked.insert(at, socket);
                 return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    "the port's previous socket is still in use by the datapath",
+                    io::ErrorKind::ResourceBusy,
+                    "the port's previous socket is still held by the datapath",
                 ));
             }
             drain(&socket);
@@ -199,7 +200,10 @@ mod tests {
         let default = sys::recv_buffer(&socket).unwrap();
         pool.park(at, Arc::clone(&socket));
         // The worker still holds it: not handed out, the port is busy.
-        assert_eq!(pool.take(at).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(
+            pool.take(at).unwrap_err().kind(),
+            io::ErrorKind::ResourceBusy
+        );
         let parked_buffer = sys::recv_buffer(&socket).unwrap();
         assert!(parked_buffer < default, "{parked_buffer} < {default}");
         // A late packet of the old call arrives while parked.

@@ -14,9 +14,11 @@
 //! handles any event, so the first packet on a new socket is already handled by its program,
 //! and a re-programmed session's packets by the new one. Waking the worker per install cost
 //! two context switches on a shared core at every call setup (docs/PERFORMANCE.md, NG). An
-//! idle worker still wakes every 100 ms and applies what is queued. Removing a session does
-//! wake it (after its sockets left the epoll), so the sockets close, and their ports can be
-//! bound again, right away.
+//! idle worker still wakes every 100 ms and applies what is queued. Removing a session works
+//! the same way: its sockets leave the epoll at once (no packet of it is read any more) and
+//! the worker drops its handles at its next wake-up; until then the relay's socket pool does
+//! not hand those sockets out again ([`crate::socket_pool`]), so a port is never shared by two
+//! sessions.
 //!
 //! These semantics (latching, strict source, SRTP-authenticated latching, transcrypting, RTCP
 //! on separate or muxed ports, drop reasons) are the reference the XDP datapath matches.
@@ -352,8 +354,8 @@ impl SocketDatapath {
         }
     }
 
-    /// Removes a session: its sockets leave the worker's epoll now, and the worker is woken
-    /// to drop them (closing them once the control plane's handles are gone too).
+    /// Removes a session: its sockets leave the worker's epoll now; the worker forgets the
+    /// session (and drops its handles to the sockets) at its next wake-up.
     pub fn remove(&self, session: u64) {
         let worker = self.worker_of(session);
         let mut registrations = worker
@@ -364,9 +366,7 @@ impl SocketDatapath {
         for (_, socket) in &old {
             let _ = worker.epoll.remove(socket.as_raw_fd());
         }
-        if worker.commands.send(Command::Remove { session }).is_ok() {
-            worker.wake.notify();
-        } else {
+        if worker.commands.send(Command::Remove { session }).is_err() {
             warn!(session, "datapath worker is gone; command dropped");
         }
         registrations

@@ -79,9 +79,11 @@ const OUR_NG: &str = "127.0.0.1:9223";
 const RTPENGINE_NG: &str = "127.0.0.1:9224";
 const TOKEN: &str = "bench-token-0123456789abcdef";
 /// Media ports of both relays: below the ephemeral range (32768+), where the client lives, and
-/// above the control ports.
+/// above the control ports. 5000 pairs: far more than the calls in flight (at most 2 x 128),
+/// and within what relayd keeps bound between calls under this machine's open-file limit
+/// (20 000 here; relay-userspace `socket_pool`: twice the pairs plus headroom).
 const PORT_MIN: u16 = 10_000;
-const PORT_MAX: u16 = 32_000;
+const PORT_MAX: u16 = 20_000;
 /// The SDES key of the SRTP series' offers (30 bytes of key and salt, base64).
 const OFFER_KEY: &str = "CzBVep/E6Q4zWH2ix+wRNluApcrvFDleg6jN8hc8";
 

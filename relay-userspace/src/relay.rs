@@ -12,7 +12,7 @@ use std::{
 };
 
 use tokio::sync::broadcast;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
     config::Config,
@@ -121,20 +121,32 @@ struct State {
 }
 
 impl State {
+    /// A datapath key for a new session.
+    fn new_key(&mut self) -> u64 {
+        self.next_key += 1;
+        self.next_key - 1
+    }
+
     /// Gives a leg's port pair back (into quarantine at `now`, or at once with `None`: never
     /// used) and parks its sockets for the pair's next allocation.
-    fn release_leg(&mut self, leg: LegRecord, now: Option<Instant>) {
+    fn release_leg(&mut self, leg: LegRecord, now: Option<Instant>, datapath: &SocketDatapath) {
         if let Some(ports) = self.ports.get_mut(&leg.spec.interface) {
             match now {
                 Some(now) => ports.release(leg.rtp_port, now),
                 None => ports.put_back(leg.rtp_port),
             }
         }
-        self.sockets
-            .park(SocketAddr::new(leg.address, leg.rtp_port), leg.rtp_socket);
+        self.sockets.park(
+            SocketAddr::new(leg.address, leg.rtp_port),
+            leg.rtp_socket,
+            datapath,
+        );
         if let Some(rtcp) = leg.rtcp_socket {
-            self.sockets
-                .park(SocketAddr::new(leg.address, leg.rtp_port + 1), rtcp);
+            self.sockets.park(
+                SocketAddr::new(leg.address, leg.rtp_port + 1),
+                rtcp,
+                datapath,
+            );
         }
     }
 
@@ -145,13 +157,16 @@ impl State {
         address: IpAddr,
         port: u16,
         rtcp_mux: bool,
+        datapath: &SocketDatapath,
     ) -> Result<(Arc<UdpSocket>, Option<Arc<UdpSocket>>), RelayError> {
         let mut take = |port: u16| {
             let at = SocketAddr::new(address, port);
-            self.sockets.take(at).map_err(|source| RelayError::Bind {
-                address: at,
-                source,
-            })
+            self.sockets
+                .take(at, datapath)
+                .map_err(|source| RelayError::Bind {
+                    address: at,
+                    source,
+                })
         };
         let rtp = take(port)?;
         let rtcp = if rtcp_mux {
@@ -160,7 +175,8 @@ impl State {
             match take(port + 1) {
                 Ok(rtcp) => Some(rtcp),
                 Err(e) => {
-                    self.sockets.park(SocketAddr::new(address, port), rtp);
+                    self.sockets
+                        .park(SocketAddr::new(address, port), rtp, datapath);
                     return Err(e);
                 }
             }
@@ -360,7 +376,7 @@ impl Relay {
         }
         if let Some(error) = failure {
             for leg in legs {
-                state.release_leg(leg, None);
+                state.release_leg(leg, None, &self.datapath);
             }
             return Err(error);
         }
@@ -425,7 +441,12 @@ impl Relay {
                 ),
             });
         }
-        let (rtp, rtcp) = match state.bind_pair(interface.address, stored.rtp_port, spec.rtcp_mux) {
+        let (rtp, rtcp) = match state.bind_pair(
+            interface.address,
+            stored.rtp_port,
+            spec.rtcp_mux,
+            &self.datapath,
+        ) {
             Ok(sockets) => sockets,
             Err(e) => {
                 if let Some(ports) = state.ports.get_mut(&spec.interface) {
@@ -609,24 +630,22 @@ impl Relay {
             }
         }
         if let Some(error) = failure {
-            Self::roll_back(&mut state, id, old, old_legs, legs, reused_from);
+            Self::roll_back(
+                &mut state,
+                &self.datapath,
+                id,
+                old,
+                old_legs,
+                legs,
+                reused_from,
+            );
             return Err(error);
         }
         for (leg, spec_leg) in legs.iter_mut().zip(&spec.legs) {
             leg.spec = spec_leg.clone();
         }
-        // Legs of the old session that are gone: their ports go into quarantine.
-        for leg in old_legs.into_iter().flatten() {
-            state.release_leg(leg, Some(now));
-        }
         let created = old.is_none();
-        let key = if let Some(old) = &old {
-            old.key
-        } else {
-            let key = state.next_key;
-            state.next_key += 1;
-            key
-        };
+        let key = old.as_ref().map_or_else(|| state.new_key(), |o| o.key);
         let media_timeout = Duration::from_secs(
             spec.media_timeout_secs
                 .unwrap_or(self.config.media.timeout_secs),
@@ -636,6 +655,11 @@ impl Relay {
         }
         let programs = self.programs(&spec, &legs);
         self.datapath.install(key, programs);
+        // Legs of the old session that are gone: their ports go into quarantine, their
+        // sockets (parked by the install just now) into the pool.
+        for leg in old_legs.into_iter().flatten() {
+            state.release_leg(leg, Some(now), &self.datapath);
+        }
         self.program_xdp(key, &mut legs);
         let record = SessionRecord {
             key,
@@ -659,6 +683,7 @@ impl Relay {
     /// ever sent to them); the old session, if any, is restored as it was.
     fn roll_back(
         state: &mut State,
+        datapath: &SocketDatapath,
         id: &str,
         old: Option<SessionRecord>,
         mut old_legs: Vec<Option<LegRecord>>,
@@ -668,7 +693,7 @@ impl Relay {
         for (leg, from) in legs.into_iter().zip(reused_from) {
             match from {
                 Some(i) => old_legs[i] = Some(leg),
-                None => state.release_leg(leg, None),
+                None => state.release_leg(leg, None, datapath),
             }
         }
         if let Some(mut old) = old {
@@ -702,7 +727,7 @@ impl Relay {
                     capacity: ports.capacity(),
                 });
             };
-            match state.bind_pair(interface.address, port, spec.rtcp_mux) {
+            match state.bind_pair(interface.address, port, spec.rtcp_mux, &self.datapath) {
                 Ok((rtp_socket, rtcp_socket)) => {
                     return Ok(LegRecord {
                         spec: spec.clone(),
@@ -719,18 +744,8 @@ impl Relay {
                     });
                 }
                 Err(e) => {
-                    // Taken by another process, or its previous socket still held by the
-                    // datapath (only without a quarantine): keep it out of rotation for one.
-                    if matches!(&e, RelayError::Bind { source, .. } if source.kind() == std::io::ErrorKind::ResourceBusy)
-                    {
-                        debug!(
-                            port,
-                            interface = spec.interface,
-                            "media port still being released, trying another"
-                        );
-                    } else {
-                        warn!(port, interface = spec.interface, error = %e, "media port busy, trying another");
-                    }
+                    // Taken by another process: keep it out of rotation for a quarantine.
+                    warn!(port, interface = spec.interface, error = %e, "media port busy, trying another");
                     if let Some(ports) = state.ports.get_mut(&spec.interface) {
                         ports.release(port, now);
                     }
@@ -853,7 +868,7 @@ impl Relay {
                 .remove(session.key);
         }
         for leg in session.legs {
-            state.release_leg(leg, Some(now));
+            state.release_leg(leg, Some(now), &self.datapath);
         }
         info!(session = id, "session deleted");
         Ok(())

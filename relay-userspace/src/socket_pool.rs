@@ -1,24 +1,24 @@
 //! Media sockets kept bound between calls.
 //!
 //! A call used to cost four `socket()` + `bind()` and four `close()` (RTP and RTCP, two
-//! legs): at thousands of calls per second about a fifth of the control plane's CPU
-//! (docs/PERFORMANCE.md, NG), spent allocating and tearing down kernel socket state for a port
-//! that is bound again a little later. Released sockets are parked here instead, still bound,
-//! and handed out again when their port comes back from the allocator's quarantine.
+//! legs), plus four epoll registrations and removals: at thousands of calls per second about a
+//! quarter of the control plane's CPU (docs/PERFORMANCE.md, NG), spent building and tearing
+//! down kernel state for a port that is bound again a little later. Released sockets are
+//! parked here instead, still bound, and handed out again when their port comes back from the
+//! allocator's quarantine.
 //!
-//! A parked socket keeps receiving whatever strays to its port, so while parked its receive
-//! buffer is shrunk to the kernel's minimum (a few KiB: a port sweep cannot pin memory), and
-//! before reuse it is drained, so no late packet of an old call reaches a new one (a stronger
-//! form of the quarantine's promise). The datapath worker may still hold a released socket
-//! for a moment (until it applies the removal, at its next wake-up: within 100 ms); such a
-//! socket is not handed out, its port is reported busy and the allocator moves on (with the
-//! default 30 s quarantine this does not happen).
+//! A parked socket stays registered with the socket datapath's worker it last served, which
+//! drains and drops whatever strays to its port ([`crate::datapath`]); handed to a new session
+//! on the same worker it keeps its epoll slot, so reuse costs no system call at all. Sockets
+//! the datapath never registered (a request that failed before its session was installed) are
+//! closed rather than parked. Late packets of an old call cannot reach a new one within the
+//! allocator's quarantine (default 30 s): the worker drops them while the socket is parked.
 //!
 //! Parking spends file descriptors, so the pool keeps a budget for the relay's sockets, parked
 //! and in use together (by default the open-file limit minus an eighth, at least 1024, kept
 //! for everything else the process opens: SIP and API connections, files): a new socket
 //! beyond it first closes a parked one, and a released socket beyond it is closed rather than
-//! parked. With the budget below twice the port range, some released ports are re-bound from
+//! parked. With the budget below twice the port range, some released ports are bound from
 //! scratch as before.
 
 use std::{
@@ -28,11 +28,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::datapath::sys;
-
-/// Most datagrams drained from a parked socket before reuse (a flood cannot stall the
-/// control plane; what is left is at most a minimum-size buffer's worth).
-const MAX_DRAIN: usize = 256;
+use crate::datapath::{sys, SocketDatapath};
 
 /// Bound media sockets, parked by local address.
 #[derive(Debug)]
@@ -42,23 +38,19 @@ pub struct SocketPool {
     in_use: usize,
     /// Most sockets parked and in use together.
     budget: usize,
-    /// Receive buffer for sockets in use (bytes; 0: the system default, learned from the
-    /// first socket bound).
+    /// Receive buffer of new sockets (bytes; 0: the system default).
     rcvbuf: usize,
-    /// The system default receive buffer, as `SO_RCVBUF` is set (half what the kernel reports).
-    default_rcvbuf: Option<usize>,
 }
 
 impl SocketPool {
-    /// A pool giving sockets in use a receive buffer of `rcvbuf` bytes (0: system default),
-    /// with at most `budget` sockets parked and in use together.
+    /// A pool giving new sockets a receive buffer of `rcvbuf` bytes (0: system default), with
+    /// at most `budget` sockets parked and in use together.
     pub fn new(rcvbuf: usize, budget: usize) -> Self {
         Self {
             parked: HashMap::new(),
             in_use: 0,
             budget,
             rcvbuf,
-            default_rcvbuf: None,
         }
     }
 
@@ -74,31 +66,22 @@ impl SocketPool {
         self.parked.len()
     }
 
-    /// A non-blocking socket bound to `at`: a parked one, drained, or a new one.
+    /// A non-blocking socket bound to `at`: a parked one, or a new one.
     ///
     /// # Errors
-    /// `ResourceBusy` when the socket parked there is still held elsewhere (the worker has
-    /// not let go yet); otherwise what `bind` or `setsockopt` reported.
-    pub fn take(&mut self, at: SocketAddr) -> io::Result<Arc<UdpSocket>> {
+    /// What `bind` or `setsockopt` reported.
+    pub fn take(
+        &mut self,
+        at: SocketAddr,
+        datapath: &SocketDatapath,
+    ) -> io::Result<Arc<UdpSocket>> {
         if let Some(socket) = self.parked.remove(&at) {
-            if Arc::strong_count(&socket) > 1 {
-                self.parked.insert(at, socket);
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    "the port's previous socket is still held by the datapath",
-                ));
-            }
-            drain(&socket);
-            sys::set_recv_buffer(&socket, self.in_use_rcvbuf())?;
             self.in_use += 1;
             return Ok(socket);
         }
-        while self.parked.len() + self.in_use >= self.budget && self.evict_one() {}
+        while self.parked.len() + self.in_use >= self.budget && self.evict_one(datapath) {}
         let socket = UdpSocket::bind(at)?;
         socket.set_nonblocking(true)?;
-        if self.default_rcvbuf.is_none() {
-            self.default_rcvbuf = Some(sys::recv_buffer(&socket)? / 2);
-        }
         if self.rcvbuf > 0 {
             sys::set_recv_buffer(&socket, self.rcvbuf)?;
         }
@@ -106,82 +89,44 @@ impl SocketPool {
         Ok(Arc::new(socket))
     }
 
-    /// Parks `socket`, bound to `at`, for a later [`SocketPool::take`] of the same address.
-    /// A socket whose buffer cannot be shrunk is closed instead (when the last handle goes).
-    /// Beyond the budget it is closed instead.
-    pub fn park(&mut self, at: SocketAddr, socket: Arc<UdpSocket>) {
+    /// Parks `socket`, bound to `at`, for a later [`SocketPool::take`] of the same address,
+    /// when the datapath holds it parked and the budget allows; otherwise it is unregistered
+    /// and closed (when its last handle goes).
+    pub fn park(&mut self, at: SocketAddr, socket: Arc<UdpSocket>, datapath: &SocketDatapath) {
         self.in_use = self.in_use.saturating_sub(1);
-        if self.parked.len() + self.in_use < self.budget && sys::set_recv_buffer(&socket, 1).is_ok()
-        {
+        if self.parked.len() + self.in_use < self.budget && datapath.is_parked(&socket) {
             self.parked.insert(at, socket);
+        } else {
+            datapath.forget(&socket);
         }
     }
 
-    /// Closes one parked socket nobody else holds; `false` when there is none.
-    fn evict_one(&mut self) -> bool {
-        let Some(at) = self
-            .parked
-            .iter()
-            .find(|(_, socket)| Arc::strong_count(socket) == 1)
-            .map(|(at, _)| *at)
-        else {
+    /// Closes one parked socket; `false` when there is none.
+    fn evict_one(&mut self, datapath: &SocketDatapath) -> bool {
+        let Some(at) = self.parked.keys().next().copied() else {
             return false;
         };
-        self.parked.remove(&at);
+        if let Some(socket) = self.parked.remove(&at) {
+            datapath.forget(&socket);
+        }
         true
-    }
-
-    fn in_use_rcvbuf(&self) -> usize {
-        if self.rcvbuf > 0 {
-            self.rcvbuf
-        } else {
-            // Learned when the first socket was bound, before anything could be parked.
-            self.default_rcvbuf.unwrap_or(212_992)
-        }
-    }
-}
-
-/// Reads and discards what waits on `socket` (bounded by [`MAX_DRAIN`]).
-fn drain(socket: &UdpSocket) {
-    let mut buffer = [0u8; 2048];
-    for _ in 0..MAX_DRAIN {
-        if socket.recv(&mut buffer).is_err() {
-            return;
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
+    use crate::datapath::{DatapathOptions, LegProgram, LegSettings, LegStats};
 
-    #[test]
-    fn the_budget_leaves_room_for_the_rest_of_the_process() {
-        assert_eq!(SocketPool::budget_for(20_000), 17_500);
-        assert_eq!(SocketPool::budget_for(4096), 3072);
-        assert_eq!(SocketPool::budget_for(512), 0);
-    }
-
-    #[test]
-    fn parked_and_live_sockets_stay_within_the_budget() {
-        let mut pool = SocketPool::new(0, 2);
-        let (a, b, c) = (loopback(), loopback(), loopback());
-        let first = pool.take(a).unwrap();
-        let second = pool.take(b).unwrap();
-        pool.park(a, first);
-        pool.park(b, second);
-        assert_eq!(pool.parked(), 2);
-        // A third address: a parked socket is closed to stay within two.
-        let third = pool.take(c).unwrap();
-        assert_eq!(pool.parked(), 1);
-        // Released beyond the budget: closed, not parked.
-        let fourth = pool
-            .take(if pool.parked.contains_key(&a) { b } else { a })
-            .unwrap();
-        assert_eq!(pool.parked(), 0);
-        pool.park(c, third);
-        assert_eq!(pool.parked(), 1);
-        drop(fourth);
+    fn datapath() -> SocketDatapath {
+        SocketDatapath::start(&DatapathOptions {
+            workers: 1,
+            cpus: Vec::new(),
+            batch: 8,
+        })
+        .unwrap()
     }
 
     fn loopback() -> SocketAddr {
@@ -192,48 +137,137 @@ mod tests {
         at
     }
 
-    #[test]
-    fn a_parked_socket_is_reused_drained_and_with_its_buffer_back() {
-        let mut pool = SocketPool::new(0, 100);
-        let at = loopback();
-        let socket = pool.take(at).unwrap();
-        let default = sys::recv_buffer(&socket).unwrap();
-        pool.park(at, Arc::clone(&socket));
-        // The worker still holds it: not handed out, the port is busy.
-        assert_eq!(
-            pool.take(at).unwrap_err().kind(),
-            io::ErrorKind::ResourceBusy
-        );
-        let parked_buffer = sys::recv_buffer(&socket).unwrap();
-        assert!(parked_buffer < default, "{parked_buffer} < {default}");
-        // A late packet of the old call arrives while parked.
-        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        peer.send_to(b"late", at).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        drop(socket);
-        let again = pool.take(at).unwrap();
-        assert_eq!(pool.parked(), 0);
-        assert_eq!(again.local_addr().unwrap(), at);
-        assert_eq!(sys::recv_buffer(&again).unwrap(), default);
-        let mut buffer = [0u8; 64];
-        assert_eq!(
-            again.recv(&mut buffer).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock,
-            "the old call's packet was drained"
-        );
-        peer.send_to(b"new", at).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(again.recv(&mut buffer).unwrap(), 3);
+    /// A one-leg session on `socket` (muxed, dropping what it gets), installed and removed, so
+    /// that the datapath holds the socket parked.
+    fn serve_and_end(datapath: &SocketDatapath, session: u64, socket: &Arc<UdpSocket>) {
+        let program = LegProgram {
+            id: "a".to_owned(),
+            stats: Arc::new(LegStats::default()),
+            rtp_socket: Arc::clone(socket),
+            rtcp_socket: None,
+            settings: LegSettings {
+                remote_rtp: None,
+                remote_rtcp: None,
+                latch: crate::model::LatchMode::Learn,
+                strict_source: true,
+                latch_window: Duration::ZERO,
+                forward_to: None,
+                rtcp_mux: true,
+            },
+            crypto: Arc::default(),
+            learned: (None, None),
+        };
+        datapath.install(session, vec![program]);
+        datapath.remove(session);
+    }
+
+    fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if condition() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        condition()
     }
 
     #[test]
-    fn a_configured_buffer_applies_to_new_and_reused_sockets() {
-        let mut pool = SocketPool::new(64 * 1024, 100);
+    fn the_budget_leaves_room_for_the_rest_of_the_process() {
+        assert_eq!(SocketPool::budget_for(20_000), 17_500);
+        assert_eq!(SocketPool::budget_for(4096), 3072);
+        assert_eq!(SocketPool::budget_for(512), 0);
+    }
+
+    #[test]
+    fn a_parked_socket_is_handed_out_again_and_its_strays_are_dropped() {
+        let datapath = datapath();
+        let mut pool = SocketPool::new(0, 100);
         let at = loopback();
-        let socket = pool.take(at).unwrap();
-        let configured = sys::recv_buffer(&socket).unwrap();
-        pool.park(at, socket);
-        let again = pool.take(at).unwrap();
-        assert_eq!(sys::recv_buffer(&again).unwrap(), configured);
+        let socket = pool.take(at, &datapath).unwrap();
+        serve_and_end(&datapath, 1, &socket);
+        assert!(datapath.is_parked(&socket));
+        pool.park(at, Arc::clone(&socket), &datapath);
+        assert_eq!(pool.parked(), 1);
+        // Strays while parked: the worker reads and drops them.
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..5 {
+            peer.send_to(b"late", at).unwrap();
+        }
+        let mut buffer = [0u8; 64];
+        assert!(
+            wait_for(|| socket.peek(&mut buffer).is_err()),
+            "the worker drained the parked socket"
+        );
+        let again = pool.take(at, &datapath).unwrap();
+        assert!(Arc::ptr_eq(&again, &socket), "the same socket, still bound");
+        assert_eq!(pool.parked(), 0);
+    }
+
+    #[test]
+    fn a_socket_the_datapath_never_served_is_closed_not_parked() {
+        let datapath = datapath();
+        let mut pool = SocketPool::new(0, 100);
+        let at = loopback();
+        let socket = pool.take(at, &datapath).unwrap();
+        pool.park(at, socket, &datapath);
+        assert_eq!(pool.parked(), 0);
+        // Closed: the address is free for anyone.
+        assert!(UdpSocket::bind(at).is_ok());
+    }
+
+    #[test]
+    fn parked_and_live_sockets_stay_within_the_budget() {
+        let datapath = datapath();
+        let mut pool = SocketPool::new(0, 2);
+        let (a, b, c) = (loopback(), loopback(), loopback());
+        let first = pool.take(a, &datapath).unwrap();
+        let second = pool.take(b, &datapath).unwrap();
+        serve_and_end(&datapath, 1, &first);
+        serve_and_end(&datapath, 2, &second);
+        pool.park(a, first, &datapath);
+        pool.park(b, second, &datapath);
+        assert_eq!(pool.parked(), 2);
+        // A third address: a parked socket is unregistered and closed to stay within two.
+        let third = pool.take(c, &datapath).unwrap();
+        assert_eq!(pool.parked(), 1);
+        serve_and_end(&datapath, 3, &third);
+        let evicted = if pool.parked.contains_key(&a) { b } else { a };
+        assert!(
+            wait_for(|| UdpSocket::bind(evicted).is_ok()),
+            "the evicted socket is closed once the worker forgot it"
+        );
+        let _ = pool.take(evicted, &datapath).unwrap();
+        pool.park(c, third, &datapath);
+        assert_eq!(pool.parked(), 1);
+    }
+
+    #[test]
+    fn a_socket_released_beyond_the_budget_is_closed() {
+        let datapath = datapath();
+        let mut pool = SocketPool::new(0, 1);
+        let (a, b) = (loopback(), loopback());
+        let first = pool.take(a, &datapath).unwrap();
+        let _second = pool.take(b, &datapath).unwrap();
+        serve_and_end(&datapath, 1, &first);
+        // One socket still in use fills the budget of one.
+        pool.park(a, first, &datapath);
+        assert_eq!(pool.parked(), 0);
+        assert!(
+            wait_for(|| UdpSocket::bind(a).is_ok()),
+            "closed once the worker forgot it"
+        );
+    }
+
+    #[test]
+    fn a_configured_buffer_applies_to_new_sockets() {
+        let datapath = datapath();
+        let mut pool = SocketPool::new(64 * 1024, 100);
+        let default = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socket = pool.take(loopback(), &datapath).unwrap();
+        assert_ne!(
+            sys::recv_buffer(&socket).unwrap(),
+            sys::recv_buffer(&default).unwrap()
+        );
     }
 }

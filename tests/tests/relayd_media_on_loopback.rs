@@ -401,3 +401,87 @@ fn a_silent_leg_is_reported_as_timed_out() {
         Some(json!({ "kind": "media_timeout", "session": "quiet", "leg": "b", "silent_secs": 1 }))
     );
 }
+
+/// One call on the relay's only two port pairs, ended; late packets to its ports; a new call
+/// on the same ports at once (no quarantine). The new call's media flows, from the same
+/// sockets (kept bound between calls), and nothing of the old call reaches anyone.
+fn ports_reused_at_once_carry_only_the_new_call(workers: usize, ports: (u16, u16)) {
+    let mut relay_config = config(ports.0, ports.0 + 3);
+    relay_config.datapath.workers = workers;
+    let relay = TestRelay::start(relay_config);
+    let session = |id: &str, a: &UdpSocket, b: &UdpSocket| {
+        let (status, view) = relay.json(
+            "PUT",
+            &format!("/v1/sessions/{id}"),
+            Some(&json!({ "legs": [
+                { "id": "a", "remote": { "address": "127.0.0.1", "rtp_port": port(a) }, "latch": "fixed", "forward_to": "b" },
+                { "id": "b", "remote": { "address": "127.0.0.1", "rtp_port": port(b) }, "latch": "fixed", "forward_to": "a" }
+            ]})),
+        );
+        assert_eq!(status, 201, "{view}");
+        (local(&view, 0).0, local(&view, 1).0)
+    };
+    let (old_a, old_b) = (socket(), socket());
+    let (a_port, b_port) = session("old", &old_a, &old_b);
+    old_a
+        .send_to(&rtp(1, 1, &[1; 160]), relay_addr(a_port))
+        .unwrap();
+    assert_eq!(receive(&old_b, 1).len(), 1, "the old call's media flows");
+    let (status, _) = relay.json("DELETE", "/v1/sessions/old", None);
+    assert_eq!(status, 204);
+    // Late packets of the old call, to both of its ports (RTP and RTCP).
+    for seq in 2..12u16 {
+        old_a
+            .send_to(&rtp(1, seq, &[2; 160]), relay_addr(a_port))
+            .unwrap();
+        old_b
+            .send_to(&rtp(2, seq, &[3; 160]), relay_addr(b_port + 1))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(150));
+
+    for call in 0..3u16 {
+        let (new_a, new_b) = (socket(), socket());
+        let id = format!("new{call}");
+        let (new_a_port, new_b_port) = session(&id, &new_a, &new_b);
+        assert_eq!(
+            (new_a_port, new_b_port),
+            (a_port, b_port),
+            "the only two pairs, reused at once"
+        );
+        for seq in 0..10u16 {
+            new_a
+                .send_to(&rtp(7, seq, &[7; 160]), relay_addr(new_a_port))
+                .unwrap();
+            new_b
+                .send_to(&rtp(8, seq, &[8; 160]), relay_addr(new_b_port))
+                .unwrap();
+        }
+        let at_b = receive(&new_b, 11);
+        let at_a = receive(&new_a, 11);
+        assert_eq!(
+            at_b.len(),
+            10,
+            "call {call}: exactly the new call's packets reach b"
+        );
+        assert!(at_b.iter().all(|(p, _)| p[8..12] == 7u32.to_be_bytes()));
+        assert_eq!(at_a.len(), 10, "call {call}: and a");
+        assert!(at_a.iter().all(|(p, _)| p[8..12] == 8u32.to_be_bytes()));
+        let (status, _) = relay.json("DELETE", &format!("/v1/sessions/{id}"), None);
+        assert_eq!(status, 204);
+    }
+    assert!(
+        receive(&old_a, 1).is_empty() && receive(&old_b, 1).is_empty(),
+        "nothing reaches the old call's peers"
+    );
+}
+
+#[test]
+fn ports_reused_at_once_on_one_worker_carry_only_the_new_call() {
+    ports_reused_at_once_carry_only_the_new_call(1, (32_600, 32_603));
+}
+
+#[test]
+fn ports_reused_at_once_across_workers_carry_only_the_new_call() {
+    ports_reused_at_once_carry_only_the_new_call(2, (32_700, 32_703));
+}

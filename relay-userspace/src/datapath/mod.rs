@@ -8,17 +8,18 @@
 //! stream is ever abandoned and service resumes as soon as the load drops. The control plane
 //! programs workers through a command channel and reads counters from shared atomics.
 //!
-//! Installing a session does not wake its worker: the control plane registers the new sockets
-//! in the worker's epoll itself (choosing their slots, the epoll tokens) and queues the
-//! program; the worker applies queued commands at the start of every wake-up, before it
-//! handles any event, so the first packet on a new socket is already handled by its program,
-//! and a re-programmed session's packets by the new one. Waking the worker per install cost
-//! two context switches on a shared core at every call setup (docs/PERFORMANCE.md, NG). An
-//! idle worker still wakes every 100 ms and applies what is queued. Removing a session works
-//! the same way: its sockets leave the epoll at once (no packet of it is read any more) and
-//! the worker drops its handles at its next wake-up; until then the relay's socket pool does
-//! not hand those sockets out again ([`crate::socket_pool`]), so a port is never shared by two
-//! sessions.
+//! Session changes do not wake the worker: the control plane registers the new sockets in the
+//! worker's epoll itself (choosing their slots, the epoll tokens) and queues the program; the
+//! worker applies queued commands at the start of every wake-up, before it handles any event,
+//! so the first packet on a new socket is already handled by its program, and a re-programmed
+//! session's packets by the new one. An idle worker still wakes every 100 ms. Waking the
+//! worker per change cost two context switches on a shared core at every call setup and
+//! teardown (docs/PERFORMANCE.md, NG).
+//!
+//! Sockets of ended sessions stay registered, *parked*: the worker drains and discards what
+//! strays to them, and when the relay's socket pool ([`crate::socket_pool`]) hands one to a
+//! new session on the same worker, it keeps its slot, so a call costs no `epoll_ctl` at all.
+//! [`SocketDatapath::forget`] unregisters a parked socket the pool closes.
 //!
 //! These semantics (latching, strict source, SRTP-authenticated latching, transcrypting, RTCP
 //! on separate or muxed ports, drop reasons) are the reference the XDP datapath matches.
@@ -177,9 +178,13 @@ enum Command {
         legs: Vec<LegProgram>,
         slots: Vec<worker::SlotAssignment>,
     },
-    /// Removes a session and stops reading its sockets.
+    /// Removes a session; its sockets stay registered, parked (drained, nothing forwarded).
     Remove {
         session: u64,
+    },
+    /// Forgets a parked socket (unregistered by the control plane).
+    Forget {
+        slot: usize,
     },
     Shutdown,
 }
@@ -188,30 +193,34 @@ struct WorkerHandle {
     commands: mpsc::Sender<Command>,
     wake: Arc<sys::EventFd>,
     epoll: Arc<sys::Epoll>,
-    /// The worker's epoll registrations, kept by the control plane (which makes them).
-    registrations: Mutex<Registrations>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Which slot (epoll token, index of the worker's socket table) each socket of each session
-/// of one worker has.
+/// The control plane's record of the workers' epoll registrations (it makes them).
 #[derive(Default)]
-struct Registrations {
-    /// Slots given back, reused first.
-    free: Vec<usize>,
-    /// The next slot never used.
-    next: usize,
-    /// Per session: its sockets and their slots.
+struct Registry {
+    /// Per worker: slots given back (reused first) and the next slot never used.
+    slots: Vec<(Vec<usize>, usize)>,
+    /// Per session: its sockets and their slots on its worker.
     sessions: HashMap<u64, Vec<(usize, Arc<UdpSocket>)>>,
+    /// Sockets of ended sessions, still registered: by socket identity (the map holds the
+    /// `Arc`, so the address is stable), their worker and slot.
+    parked: HashMap<usize, (usize, usize, Arc<UdpSocket>)>,
 }
 
-impl Registrations {
-    fn take_slot(&mut self) -> usize {
-        self.free.pop().unwrap_or_else(|| {
-            self.next += 1;
-            self.next - 1
+impl Registry {
+    fn take_slot(&mut self, worker: usize) -> usize {
+        let (free, next) = &mut self.slots[worker];
+        free.pop().unwrap_or_else(|| {
+            *next += 1;
+            *next - 1
         })
     }
+}
+
+/// A socket's identity for [`Registry::parked`].
+fn identity(socket: &Arc<UdpSocket>) -> usize {
+    Arc::as_ptr(socket) as usize
 }
 
 /// Datapath settings.
@@ -228,13 +237,14 @@ pub struct DatapathOptions {
 /// The running socket datapath.
 pub struct SocketDatapath {
     workers: Vec<WorkerHandle>,
+    registry: Mutex<Registry>,
 }
 
 impl std::fmt::Debug for SocketDatapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketDatapath")
             .field("workers", &self.workers.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -268,7 +278,6 @@ impl SocketDatapath {
                 commands,
                 wake,
                 epoll,
-                registrations: Mutex::new(Registrations::default()),
                 thread: Some(thread),
             });
         }
@@ -277,24 +286,33 @@ impl SocketDatapath {
             batch = options.batch,
             "socket datapath started"
         );
-        Ok(Self { workers })
+        let registry = Registry {
+            slots: vec![(Vec::new(), 0); count],
+            ..Registry::default()
+        };
+        Ok(Self {
+            workers,
+            registry: Mutex::new(registry),
+        })
     }
 
-    fn worker_of(&self, session: u64) -> &WorkerHandle {
-        let index = usize::try_from(session % self.workers.len() as u64).unwrap_or(0);
-        &self.workers[index]
+    fn worker_of(&self, session: u64) -> usize {
+        usize::try_from(session % self.workers.len() as u64).unwrap_or(0)
     }
 
-    /// Installs or re-programs a session: registers its new sockets in its worker's epoll,
-    /// unregisters the ones it no longer has, and queues the program (without waking the
-    /// worker, see the module docs).
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Installs or re-programs a session: registers its sockets in its worker's epoll (a
+    /// socket it already had, or one parked on the same worker, keeps its slot; one parked on
+    /// another worker moves), parks the sockets it no longer has, and queues the program
+    /// (without waking the worker, see the module docs).
     pub fn install(&self, session: u64, legs: Vec<LegProgram>) {
-        let worker = self.worker_of(session);
-        let mut registrations = worker
-            .registrations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let old = registrations.sessions.remove(&session).unwrap_or_default();
+        let w = self.worker_of(session);
+        let worker = &self.workers[w];
+        let mut registry = self.registry();
+        let old = registry.sessions.remove(&session).unwrap_or_default();
         let mut kept: Vec<(usize, Arc<UdpSocket>)> = Vec::new();
         let mut slots = Vec::new();
         for (index, leg) in legs.iter().enumerate() {
@@ -306,18 +324,25 @@ impl SocketDatapath {
                 None => vec![(&leg.rtp_socket, worker::SocketKind::Muxed)],
             };
             for (socket, kind) in sockets {
-                // A socket the session already had keeps its slot and registration.
                 let slot =
                     if let Some(&(slot, _)) = old.iter().find(|(_, s)| Arc::ptr_eq(s, socket)) {
                         slot
                     } else {
-                        let slot = registrations.take_slot();
-                        if let Err(e) = worker.epoll.add(socket.as_raw_fd(), slot as u64) {
-                            warn!(session, leg = leg.id, %e, "cannot watch media socket");
-                            registrations.free.push(slot);
-                            continue;
+                        match registry.parked.remove(&identity(socket)) {
+                            Some((pw, slot, _)) if pw == w => slot,
+                            parked => {
+                                if let Some((pw, slot, _)) = parked {
+                                    self.unregister(&mut registry, pw, slot, socket);
+                                }
+                                let slot = registry.take_slot(w);
+                                if let Err(e) = worker.epoll.add(socket.as_raw_fd(), slot as u64) {
+                                    warn!(session, leg = leg.id, %e, "cannot watch media socket");
+                                    registry.slots[w].0.push(slot);
+                                    continue;
+                                }
+                                slot
+                            }
                         }
-                        slot
                     };
                 kept.push((slot, Arc::clone(socket)));
                 slots.push(worker::SlotAssignment {
@@ -327,51 +352,70 @@ impl SocketDatapath {
                 });
             }
         }
-        // The program first, then the slots of dropped sockets become reusable: a later
-        // install that reuses one is queued after this one.
-        let sent = worker
+        if worker
             .commands
             .send(Command::Install {
                 session,
                 legs,
                 slots,
             })
-            .is_ok();
-        let mut dropped_any = false;
+            .is_err()
+        {
+            warn!(session, "datapath worker is gone; session not installed");
+        }
+        // Sockets the session no longer has stay registered, parked (the worker parks the
+        // slots the new program does not reassign).
         for (slot, socket) in old {
             if !kept.iter().any(|(_, s)| Arc::ptr_eq(s, &socket)) {
-                let _ = worker.epoll.remove(socket.as_raw_fd());
-                registrations.free.push(slot);
-                dropped_any = true;
+                registry.parked.insert(identity(&socket), (w, slot, socket));
             }
         }
-        registrations.sessions.insert(session, kept);
-        if !sent {
-            warn!(session, "datapath worker is gone; session not installed");
-        } else if dropped_any {
-            // The worker holds the dropped sockets until it applies the program.
-            worker.wake.notify();
+        registry.sessions.insert(session, kept);
+    }
+
+    /// Removes a session: the worker stops forwarding its media at its next wake-up, and its
+    /// sockets stay registered, parked, for the socket pool.
+    pub fn remove(&self, session: u64) {
+        let w = self.worker_of(session);
+        let mut registry = self.registry();
+        let old = registry.sessions.remove(&session).unwrap_or_default();
+        if self.workers[w]
+            .commands
+            .send(Command::Remove { session })
+            .is_err()
+        {
+            warn!(session, "datapath worker is gone; command dropped");
+        }
+        for (slot, socket) in old {
+            registry.parked.insert(identity(&socket), (w, slot, socket));
         }
     }
 
-    /// Removes a session: its sockets leave the worker's epoll now; the worker forgets the
-    /// session (and drops its handles to the sockets) at its next wake-up.
-    pub fn remove(&self, session: u64) {
-        let worker = self.worker_of(session);
-        let mut registrations = worker
-            .registrations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let old = registrations.sessions.remove(&session).unwrap_or_default();
-        for (_, socket) in &old {
-            let _ = worker.epoll.remove(socket.as_raw_fd());
+    /// Whether `socket` is parked (registered, of no session).
+    pub fn is_parked(&self, socket: &Arc<UdpSocket>) -> bool {
+        self.registry().parked.contains_key(&identity(socket))
+    }
+
+    /// Unregisters a parked socket (before it is closed): out of the epoll now, out of the
+    /// worker's table at its next wake-up. `false` when it was not parked.
+    pub fn forget(&self, socket: &Arc<UdpSocket>) -> bool {
+        let mut registry = self.registry();
+        match registry.parked.remove(&identity(socket)) {
+            Some((w, slot, _)) => {
+                self.unregister(&mut registry, w, slot, socket);
+                true
+            }
+            None => false,
         }
-        if worker.commands.send(Command::Remove { session }).is_err() {
-            warn!(session, "datapath worker is gone; command dropped");
-        }
-        registrations
-            .free
-            .extend(old.into_iter().map(|(slot, _)| slot));
+    }
+
+    /// Takes `socket` out of worker `w`'s epoll and table; its slot is reusable after that.
+    fn unregister(&self, registry: &mut Registry, w: usize, slot: usize, socket: &UdpSocket) {
+        let worker = &self.workers[w];
+        let _ = worker.epoll.remove(socket.as_raw_fd());
+        // Queued before any later install that reuses the slot.
+        let _ = worker.commands.send(Command::Forget { slot });
+        registry.slots[w].0.push(slot);
     }
 }
 

@@ -40,6 +40,26 @@ pub(super) struct SlotAssignment {
     pub kind: SocketKind,
 }
 
+/// One slot of the socket table.
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Empty,
+    /// A socket of a session.
+    Live(SocketEntry),
+    /// A socket of an ended session, still registered: what arrives is drained and dropped.
+    Parked(Arc<UdpSocket>),
+}
+
+impl Slot {
+    /// A live socket becomes parked; anything else stays as it is.
+    fn park(&mut self) {
+        if let Self::Live(entry) = std::mem::take(self) {
+            *self = Self::Parked(entry.socket);
+        }
+    }
+}
+
 struct SocketEntry {
     session: u64,
     leg: usize,
@@ -120,7 +140,7 @@ pub struct Worker {
     batch_size: usize,
     sessions: HashMap<u64, SessionRt>,
     /// By slot (epoll token); the control plane assigns slots (`SlotAssignment`).
-    sockets: Vec<Option<SocketEntry>>,
+    sockets: Vec<Slot>,
     packets: PacketBatch,
     states: Vec<PacketState>,
     srtp: Batch,
@@ -194,6 +214,11 @@ impl Worker {
                     slots,
                 } => self.install(session, legs, &slots),
                 Command::Remove { session } => self.remove(session),
+                Command::Forget { slot } => {
+                    if let Some(entry) = self.sockets.get_mut(slot) {
+                        *entry = Slot::Empty;
+                    }
+                }
                 Command::Shutdown => return false,
             }
         }
@@ -215,11 +240,13 @@ impl Worker {
             let previous = old_legs.remove(&program.id);
             legs.push(Self::leg_runtime(program, previous));
         }
-        // The socket table: the old slots out, the assigned ones in (a kept socket may now
-        // belong to another leg index).
+        // The socket table: old slots not reassigned are parked, the assigned ones are set (a
+        // kept socket may now belong to another leg index).
         for slot in old_slots {
-            if let Some(entry) = self.sockets.get_mut(slot) {
-                *entry = None;
+            if assigned.iter().all(|a| a.slot != slot) {
+                if let Some(entry) = self.sockets.get_mut(slot) {
+                    entry.park();
+                }
             }
         }
         let mut slots = Vec::with_capacity(assigned.len());
@@ -233,9 +260,9 @@ impl Worker {
                 _ => &leg.rtp_socket,
             };
             if self.sockets.len() <= assignment.slot {
-                self.sockets.resize_with(assignment.slot + 1, || None);
+                self.sockets.resize_with(assignment.slot + 1, Slot::default);
             }
-            self.sockets[assignment.slot] = Some(SocketEntry {
+            self.sockets[assignment.slot] = Slot::Live(SocketEntry {
                 session,
                 leg: assignment.leg,
                 kind: assignment.kind,
@@ -293,12 +320,12 @@ impl Worker {
         leg
     }
 
-    /// Forgets a session (the control plane already took its sockets out of the epoll).
+    /// Forgets a session; its sockets stay registered, parked.
     fn remove(&mut self, session: u64) {
         if let Some(old) = self.sessions.remove(&session) {
             for slot in old.slots {
                 if let Some(entry) = self.sockets.get_mut(slot) {
-                    *entry = None;
+                    entry.park();
                 }
             }
             debug!(session, "session removed");
@@ -307,8 +334,23 @@ impl Worker {
 
     /// Reads one batch from the socket in `slot` and forwards it.
     fn service(&mut self, slot: usize) {
-        let Some(Some(entry)) = self.sockets.get(slot) else {
-            return;
+        let entry = match self.sockets.get(slot) {
+            Some(Slot::Live(entry)) => entry,
+            Some(Slot::Parked(socket)) => {
+                // Strays to a port between calls: read and dropped (one batch per turn).
+                let socket = Arc::clone(socket);
+                if let Ok(n) = self.packets.recv(&socket, self.batch_size) {
+                    if n > 0 {
+                        debug!(
+                            slot,
+                            packets = n,
+                            "stray packets to a parked media socket dropped"
+                        );
+                    }
+                }
+                return;
+            }
+            _ => return,
         };
         let (session_key, leg_index, kind) = (entry.session, entry.leg, entry.kind);
         let socket = Arc::clone(&entry.socket);

@@ -40,8 +40,8 @@ use tests::{
     },
     relayd,
     sipctl::{
-        eventually, free_port, have_sipp, request, token, AudioSection, InProcessRelay, Scratch,
-        Sipp, UdpPeer, WAIT,
+        embedded_relay_section, eventually, free_port, have_sipp, relay_session_ids, request,
+        token, AudioSection, InProcessRelay, Scratch, Sipp, UdpPeer, WAIT,
     },
     workspace_bin,
 };
@@ -54,6 +54,8 @@ const CALL_MILLIS: u64 = 2_000;
 const RELAYD_PORTS: (u16, u16) = (24_000, 24_099);
 /// rtpengine's media ports in the control run.
 const RTPENGINE_PORTS: (u16, u16) = (24_100, 24_199);
+/// The media ports of the relay embedded in sip-controller (`[relay] mode = "embedded"`).
+const EMBEDDED_PORTS: (u16, u16) = (24_400, 24_499);
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 // ----- processes ------------------------------------------------------------------------------
@@ -65,7 +67,8 @@ fn log_tail(path: &Path, lines: usize) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-/// sip-controller with its NG server on a fixed loopback port, programming `relay`.
+/// sip-controller with its NG server on a fixed loopback port, programming the relay its
+/// `[relay]` table (`relay_section`) names.
 struct NgController {
     ng: SocketAddr,
     log: PathBuf,
@@ -73,13 +76,13 @@ struct NgController {
 }
 
 impl NgController {
-    fn start(dir: &Path, relay: SocketAddr) -> Self {
+    fn start(dir: &Path, relay_section: &str) -> Self {
         let ng = SocketAddr::new(LOOPBACK, free_port());
         let log = dir.join("sip-controller.log");
         let config = format!(
             "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
              [tls]\nstate_dir = \"{state}\"\n\n\
-             [relay]\nurl = \"http://{relay}\"\npoll_interval_ms = 200\n\n\
+             [relay]\n{relay_section}\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\n\
              [ng]\nudp = [\"{ng}\"]\ndelete_delay_secs = 0\n",
             state = dir.join("tls").display(),
@@ -514,9 +517,24 @@ trait Inspect: Sync {
     fn ports(&self) -> (u16, u16);
 }
 
-/// relayd through its HTTP API.
+/// relayd (or the relay embedded in sip-controller) through its HTTP API.
 struct RelaydView {
     client: HttpClient,
+    ports: (u16, u16),
+}
+
+impl RelaydView {
+    fn at(api: SocketAddr, ports: (u16, u16)) -> Self {
+        Self {
+            client: HttpClient::new(
+                &format!("http://{api}"),
+                Some(Token::new(relayd::TOKEN.to_owned())),
+                Duration::from_secs(5),
+            )
+            .expect("relayd client"),
+            ports,
+        }
+    }
 }
 
 impl RelaydView {
@@ -565,7 +583,7 @@ impl Inspect for RelaydView {
     }
 
     fn ports(&self) -> (u16, u16) {
-        RELAYD_PORTS
+        self.ports
     }
 }
 
@@ -888,19 +906,15 @@ fn kamailio_calls_through_sip_controller_anchor_media_on_relayd() {
         relayd::config(RELAYD_PORTS.0, RELAYD_PORTS.1),
         ([127, 0, 0, 1], 0).into(),
     );
-    let controller = NgController::start(&scratch.path, relay.addr);
+    let controller = NgController::start(
+        &scratch.path,
+        &format!("url = \"http://{}\"\npoll_interval_ms = 200\n", relay.addr),
+    );
     let deployment = Deployment {
         listen: SocketAddr::new(LOOPBACK, free_port()),
         next_hop: SocketAddr::new(LOOPBACK, free_port()),
     };
-    let relayd_view = RelaydView {
-        client: HttpClient::new(
-            &format!("http://{}", relay.addr),
-            Some(Token::new(relayd::TOKEN.to_owned())),
-            Duration::from_secs(5),
-        )
-        .expect("relayd client"),
-    };
+    let relayd_view = RelaydView::at(relay.addr, RELAYD_PORTS);
     run_calls(
         &scratch.path,
         "kamailio-relayd",
@@ -947,5 +961,51 @@ fn kamailio_calls_through_sip_controller_anchor_media_on_relayd() {
     assert!(
         eventually(WAIT, || ng_list(&mut ng).is_empty()),
         "rtpengine holds no call afterwards"
+    );
+}
+
+/// The same Kamailio deployment (its configuration, and the same `rtpengine_sock`) with the
+/// relay embedded in sip-controller, the mode `cargo xtask bench ng` measures fastest.
+#[test]
+fn kamailio_calls_through_sip_controller_with_the_relay_embedded() {
+    const TEST: &str = "kamailio_calls_through_sip_controller_with_the_relay_embedded";
+    if !have_sipp(TEST) || !have_kamailio(TEST) {
+        return;
+    }
+    let scratch = Scratch::new(TEST);
+    std::fs::write(
+        scratch.path.join("uac.xml"),
+        UAC_XML.replace("CALL_MILLIS", &CALL_MILLIS.to_string()),
+    )
+    .expect("write the UAC scenario");
+    std::fs::write(scratch.path.join("uas.xml"), UAS_XML).expect("write the UAS scenario");
+    std::fs::write(scratch.path.join("pcma.raw"), [0xd5u8; 8000]).expect("write the audio");
+
+    let api = SocketAddr::new(LOOPBACK, free_port());
+    let controller = NgController::start(
+        &scratch.path,
+        &embedded_relay_section(&scratch.path, api, EMBEDDED_PORTS),
+    );
+    let deployment = Deployment {
+        listen: SocketAddr::new(LOOPBACK, free_port()),
+        next_hop: SocketAddr::new(LOOPBACK, free_port()),
+    };
+    run_calls(
+        &scratch.path,
+        "kamailio-embedded",
+        deployment,
+        controller.ng,
+        &RelaydView::at(api, EMBEDDED_PORTS),
+    );
+    assert!(
+        eventually(WAIT, || relay_session_ids(api).is_empty()),
+        "every relay session is deleted after the BYEs: {:?}",
+        relay_session_ids(api)
+    );
+    let mut ng = NgClient::connect(controller.ng, 0x6b63).expect("NG client");
+    assert_eq!(
+        ng_list(&mut ng),
+        Vec::<String>::new(),
+        "sip-controller holds no NG call afterwards"
     );
 }

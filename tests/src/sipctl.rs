@@ -217,6 +217,96 @@ fn body_json(body: &[u8]) -> Value {
 
 // ----- the controller -------------------------------------------------------------------------
 
+/// The last `lines` lines of a log file, for failure messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// The `[relay]` table body for a separate relayd whose API is at `api` (token [`TOKEN`]).
+pub fn http_relay_section(api: SocketAddr) -> String {
+    format!("url = \"http://{api}\"\npoll_interval_ms = 200\n")
+}
+
+/// sip-controller as an NG server alone (SIP on an ephemeral UDP port only), its NG port on a
+/// free loopback port, no delete-delay, programming the relay its `[relay]` table body
+/// (`relay_section`: [`http_relay_section`] or [`embedded_relay_section`]) names. Killed on
+/// drop; its log is printed when the test failed.
+#[derive(Debug)]
+pub struct NgController {
+    /// The NG port (UDP).
+    pub ng: SocketAddr,
+    log: PathBuf,
+    child: Child,
+}
+
+impl NgController {
+    /// Starts it in `dir`.
+    ///
+    /// # Panics
+    /// When it does not report its NG port within [`WAIT`] (its log is in the message).
+    pub fn start(dir: &Path, relay_section: &str) -> Self {
+        let ng = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = dir.join("sip-controller.log");
+        let config = format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
+             [tls]\nstate_dir = \"{state}\"\n\n\
+             [relay]\n{relay_section}\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\n\
+             [ng]\nudp = [\"{ng}\"]\ndelete_delay_secs = 0\n",
+            state = dir.join("tls").display(),
+        );
+        let config_path = dir.join("sip-controller.toml");
+        std::fs::write(&config_path, config).expect("write the controller configuration");
+        let mut child = Command::new(workspace_bin("sip-controller"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("RELAYD_TOKEN", TOKEN)
+            .env("RUST_LOG", "info,sip_controller=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn sip-controller");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                // Keep reading after the receiver is gone: the controller must not see EPIPE.
+                let _ = lines_tx.send(line);
+            }
+        });
+        let expected = format!("sip-controller: NG (rtpengine protocol) udp [{ng}]");
+        let deadline = Instant::now() + WAIT;
+        let ready = std::iter::from_fn(|| {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            lines.recv_timeout(left).ok()
+        })
+        .any(|line| line.starts_with(&expected));
+        if !ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sip-controller did not report NG on {ng}:\n{}",
+                log_tail(&log, 100)
+            );
+        }
+        Self { ng, log, child }
+    }
+}
+
+impl Drop for NgController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- sip-controller log ----\n{}", log_tail(&self.log, 150));
+        }
+    }
+}
+
 /// The body of a controller's `[relay]` table for an embedded relay (relayd's configuration
 /// written to `dir/relayd.toml`): media ports `ports` on 127.0.0.1, no quarantine, relayd's
 /// API on `api` with [`TOKEN`] (the controller must get `RELAYD_TOKEN`).

@@ -21,14 +21,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -40,10 +36,10 @@ use tests::{
     },
     relayd,
     sipctl::{
-        embedded_relay_section, eventually, free_port, have_sipp, relay_session_ids, request,
-        token, AudioSection, InProcessRelay, Scratch, Sipp, UdpPeer, WAIT,
+        embedded_relay_section, eventually, free_port, have_sipp, http_relay_section, log_tail,
+        relay_session_ids, request, token, AudioSection, InProcessRelay, NgController, Scratch,
+        Sipp, UdpPeer, WAIT,
     },
-    workspace_bin,
 };
 
 /// Calls per run.
@@ -59,83 +55,6 @@ const EMBEDDED_PORTS: (u16, u16) = (24_400, 24_499);
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 // ----- processes ------------------------------------------------------------------------------
-
-/// The tail of a log file, for failure messages.
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-/// sip-controller with its NG server on a fixed loopback port, programming the relay its
-/// `[relay]` table (`relay_section`) names.
-struct NgController {
-    ng: SocketAddr,
-    log: PathBuf,
-    child: Child,
-}
-
-impl NgController {
-    fn start(dir: &Path, relay_section: &str) -> Self {
-        let ng = SocketAddr::new(LOOPBACK, free_port());
-        let log = dir.join("sip-controller.log");
-        let config = format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
-             [tls]\nstate_dir = \"{state}\"\n\n\
-             [relay]\n{relay_section}\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n\n\
-             [ng]\nudp = [\"{ng}\"]\ndelete_delay_secs = 0\n",
-            state = dir.join("tls").display(),
-        );
-        let config_path = dir.join("sip-controller.toml");
-        std::fs::write(&config_path, config).expect("write the controller configuration");
-        let mut child = Command::new(workspace_bin("sip-controller"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RELAYD_TOKEN", relayd::TOKEN)
-            .env("RUST_LOG", "info,sip_controller=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn sip-controller");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines_tx, lines) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                // Keep reading after the receiver is gone: the controller must not see EPIPE.
-                let _ = lines_tx.send(line);
-            }
-        });
-        let expected = format!("sip-controller: NG (rtpengine protocol) udp [{ng}]");
-        let deadline = Instant::now() + WAIT;
-        let ready = std::iter::from_fn(|| {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            lines.recv_timeout(left).ok()
-        })
-        .any(|line| line.starts_with(&expected));
-        if !ready {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sip-controller did not report NG on {ng}:\n{}",
-                log_tail(&log, 100)
-            );
-        }
-        Self { ng, log, child }
-    }
-}
-
-impl Drop for NgController {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- sip-controller log ----\n{}", log_tail(&self.log, 150));
-        }
-    }
-}
 
 /// sipwise rtpengine in userspace on loopback, killed on drop.
 struct Rtpengine {
@@ -906,10 +825,7 @@ fn kamailio_calls_through_sip_controller_anchor_media_on_relayd() {
         relayd::config(RELAYD_PORTS.0, RELAYD_PORTS.1),
         ([127, 0, 0, 1], 0).into(),
     );
-    let controller = NgController::start(
-        &scratch.path,
-        &format!("url = \"http://{}\"\npoll_interval_ms = 200\n", relay.addr),
-    );
+    let controller = NgController::start(&scratch.path, &http_relay_section(relay.addr));
     let deployment = Deployment {
         listen: SocketAddr::new(LOOPBACK, free_port()),
         next_hop: SocketAddr::new(LOOPBACK, free_port()),

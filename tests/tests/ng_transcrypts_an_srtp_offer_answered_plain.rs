@@ -17,14 +17,7 @@
 //! "http"`), and with the relay inside sip-controller (`mode = "embedded"`), whose relayd API
 //! the test reads the sessions from.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Instant,
-};
+use std::{net::SocketAddr, path::PathBuf};
 
 use serde_json::{json, Value as Json};
 use tests::{
@@ -35,10 +28,10 @@ use tests::{
     pylibsrtp::{self, Mode},
     relayd,
     sipctl::{
-        audio_sdp, crypto_line, embedded_relay_section, eventually, free_port, media_socket,
-        receive, relay_session_ids, rtp_packet, AudioSection, InProcessRelay, Scratch, WAIT,
+        audio_sdp, crypto_line, embedded_relay_section, eventually, free_port, http_relay_section,
+        media_socket, receive, relay_session_ids, rtp_packet, AudioSection, InProcessRelay,
+        NgController, Scratch, WAIT,
     },
-    workspace_bin,
 };
 
 const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
@@ -47,93 +40,6 @@ const PACKETS: u8 = 20;
 /// separate relayd's, the embedded relay's.
 const RELAYD_PORTS: (u16, u16) = (24_200, 24_299);
 const EMBEDDED_PORTS: (u16, u16) = (24_300, 24_399);
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-/// sip-controller with its NG server on a fixed loopback port and no delete-delay.
-struct NgController {
-    ng: SocketAddr,
-    log: PathBuf,
-    child: Child,
-}
-
-/// Where the controller's relay runs.
-enum RelayAt {
-    /// A separate relayd's API.
-    Http(SocketAddr),
-    /// In the controller, with relayd's API served on this address.
-    Embedded(SocketAddr),
-}
-
-impl NgController {
-    fn start(dir: &Path, relay: &RelayAt) -> Self {
-        let ng = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = dir.join("sip-controller.log");
-        let relay_section = match relay {
-            RelayAt::Http(api) => format!("url = \"http://{api}\"\npoll_interval_ms = 200\n"),
-            RelayAt::Embedded(api) => embedded_relay_section(dir, *api, EMBEDDED_PORTS),
-        };
-        let config = format!(
-            "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
-             [tls]\nstate_dir = \"{state}\"\n\n\
-             [relay]\n{relay_section}\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n\n\
-             [ng]\nudp = [\"{ng}\"]\ndelete_delay_secs = 0\n",
-            state = dir.join("tls").display(),
-        );
-        let config_path = dir.join("sip-controller.toml");
-        std::fs::write(&config_path, config).expect("write the controller configuration");
-        let mut child = Command::new(workspace_bin("sip-controller"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RELAYD_TOKEN", relayd::TOKEN)
-            .env("RUST_LOG", "info,sip_controller=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn sip-controller");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines_tx, lines) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                // Keep reading after the receiver is gone: the controller must not see EPIPE.
-                let _ = lines_tx.send(line);
-            }
-        });
-        let expected = format!("sip-controller: NG (rtpengine protocol) udp [{ng}]");
-        let deadline = Instant::now() + WAIT;
-        let ready = std::iter::from_fn(|| {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            lines.recv_timeout(left).ok()
-        })
-        .any(|line| line.starts_with(&expected));
-        if !ready {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sip-controller did not report NG on {ng}:\n{}",
-                log_tail(&log, 100)
-            );
-        }
-        Self { ng, log, child }
-    }
-}
-
-impl Drop for NgController {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- sip-controller log ----\n{}", log_tail(&self.log, 150));
-        }
-    }
-}
 
 /// A bencode reply as JSON (strings lossily as text), for assertions by path.
 fn to_json(value: &Bencode<'_>) -> Json {
@@ -161,7 +67,7 @@ fn an_srtp_offer_answered_plain_is_transcrypted_by_relayd() {
         relayd::config(RELAYD_PORTS.0, RELAYD_PORTS.1),
         ([127, 0, 0, 1], 0).into(),
     );
-    let controller = NgController::start(&scratch.path, &RelayAt::Http(relay.addr));
+    let controller = NgController::start(&scratch.path, &http_relay_section(relay.addr));
     transcrypted_call(&python, &controller, RELAYD_PORTS, &|| relay.session_ids());
 }
 
@@ -173,7 +79,10 @@ fn the_embedded_relay_transcrypts_the_same_call() {
     };
     let scratch = Scratch::new(TEST);
     let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let controller = NgController::start(&scratch.path, &RelayAt::Embedded(api));
+    let controller = NgController::start(
+        &scratch.path,
+        &embedded_relay_section(&scratch.path, api, EMBEDDED_PORTS),
+    );
     let session_ids = || relay_session_ids(api);
     transcrypted_call(&python, &controller, EMBEDDED_PORTS, &session_ids);
 }

@@ -374,18 +374,23 @@ impl Relay {
                 id: record.id.clone(),
             }));
         }
-        if let Some(error) = failure {
-            for leg in legs {
-                state.release_leg(leg, None, &self.datapath);
+        let crypto = match failure {
+            None => crypto_plan(&record.spec, &[], |_| None).map_err(RelayError::from),
+            Some(error) => Err(error),
+        };
+        let crypto = match crypto {
+            Ok(crypto) => crypto,
+            Err(error) => {
+                for leg in legs {
+                    state.release_leg(leg, None, &self.datapath);
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
-        let crypto = crypto_plan(&record.spec, &[], |_| None)?;
+        };
         for (leg, (inbound, outbound)) in legs.iter().zip(crypto) {
             leg.crypto.apply(inbound, outbound);
         }
-        let key = state.next_key;
-        state.next_key += 1;
+        let key = state.new_key();
         let mut programs = self.programs(&record.spec, &legs);
         for (program, stored) in programs.iter_mut().zip(&record.legs) {
             program.learned = (stored.latched_rtp, stored.latched_rtcp);
@@ -882,6 +887,13 @@ impl Relay {
             .get(id)
             .ok_or_else(|| RelayError::SessionNotFound { id: id.to_owned() })?;
         Ok(self.view(id, session))
+    }
+
+    /// Whether session changes may block for longer than a few socket calls: they write the
+    /// session store, or program XDP maps (an embedding async caller should move them off its
+    /// event loop).
+    pub fn changes_may_block(&self) -> bool {
+        self.store.is_some() || self.xdp_flows.is_some()
     }
 
     /// How many sessions there are.

@@ -22,7 +22,7 @@
 //! scratch as before.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io,
     net::{SocketAddr, UdpSocket},
     sync::Arc,
@@ -34,6 +34,9 @@ use crate::datapath::{sys, SocketDatapath};
 #[derive(Debug)]
 pub struct SocketPool {
     parked: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// Parking order, oldest first (addresses taken since are skipped): eviction takes the
+    /// most recently parked, the furthest from reuse under the allocator's FIFO order.
+    order: VecDeque<SocketAddr>,
     /// Sockets handed out and not parked back.
     in_use: usize,
     /// Most sockets parked and in use together.
@@ -48,6 +51,7 @@ impl SocketPool {
     pub fn new(rcvbuf: usize, budget: usize) -> Self {
         Self {
             parked: HashMap::new(),
+            order: VecDeque::new(),
             in_use: 0,
             budget,
             rcvbuf,
@@ -68,6 +72,11 @@ impl SocketPool {
 
     /// A non-blocking socket bound to `at`: a parked one, or a new one.
     ///
+    /// A parked socket is drained first: what waits on it arrived before its new session
+    /// exists (late packets of the old call, strays), and must not reach the new one — the
+    /// worker drains parked sockets as packets come, but the quarantine may be shorter than
+    /// its turn (or zero).
+    ///
     /// # Errors
     /// What `bind` or `setsockopt` reported.
     pub fn take(
@@ -76,6 +85,7 @@ impl SocketPool {
         datapath: &SocketDatapath,
     ) -> io::Result<Arc<UdpSocket>> {
         if let Some(socket) = self.parked.remove(&at) {
+            drain(&socket);
             self.in_use += 1;
             return Ok(socket);
         }
@@ -96,20 +106,39 @@ impl SocketPool {
         self.in_use = self.in_use.saturating_sub(1);
         if self.parked.len() + self.in_use < self.budget && datapath.is_parked(&socket) {
             self.parked.insert(at, socket);
+            self.order.push_back(at);
+            if self.order.len() > 2 * self.parked.len() + 64 {
+                let parked = &self.parked;
+                self.order.retain(|a| parked.contains_key(a));
+            }
         } else {
             datapath.forget(&socket);
         }
     }
 
-    /// Closes one parked socket; `false` when there is none.
+    /// Closes the most recently parked socket; `false` when there is none.
     fn evict_one(&mut self, datapath: &SocketDatapath) -> bool {
-        let Some(at) = self.parked.keys().next().copied() else {
-            return false;
-        };
-        if let Some(socket) = self.parked.remove(&at) {
-            datapath.forget(&socket);
+        while let Some(at) = self.order.pop_back() {
+            if let Some(socket) = self.parked.remove(&at) {
+                datapath.forget(&socket);
+                return true;
+            }
         }
-        true
+        false
+    }
+}
+
+/// Most datagrams drained from a socket before reuse: a flood cannot stall the control plane
+/// (the socket's buffer holds little more than this many RTP packets by default).
+const MAX_DRAIN: usize = 1024;
+
+/// Reads and discards what waits on `socket`.
+fn drain(socket: &UdpSocket) {
+    let mut buffer = [0u8; 2048];
+    for _ in 0..MAX_DRAIN {
+        if socket.recv(&mut buffer).is_err() {
+            return;
+        }
     }
 }
 
@@ -228,11 +257,13 @@ mod tests {
         pool.park(a, first, &datapath);
         pool.park(b, second, &datapath);
         assert_eq!(pool.parked(), 2);
-        // A third address: a parked socket is unregistered and closed to stay within two.
+        // A third address: the most recently parked socket (b's, the furthest from reuse in
+        // the allocator's FIFO order) is unregistered and closed to stay within two.
         let third = pool.take(c, &datapath).unwrap();
         assert_eq!(pool.parked(), 1);
+        assert!(pool.parked.contains_key(&a), "a's socket stays parked");
         serve_and_end(&datapath, 3, &third);
-        let evicted = if pool.parked.contains_key(&a) { b } else { a };
+        let evicted = b;
         assert!(
             wait_for(|| UdpSocket::bind(evicted).is_ok()),
             "the evicted socket is closed once the worker forgot it"

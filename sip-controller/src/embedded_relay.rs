@@ -82,16 +82,34 @@ impl EmbeddedRelay {
 
     /// Creates or replaces a session (relayd's `PUT /v1/sessions/{id}`).
     ///
-    /// Runs inline on the caller's task: the work is a few socket binds under the relay's
-    /// lock (microseconds), cheaper than any hop to another thread.
+    /// Runs inline on the caller's task: with the socket pool the work is a few map updates
+    /// under the relay's lock (microseconds), cheaper than any hop to another thread. When
+    /// the relay also writes its session store or programs XDP maps, the call is moved off the
+    /// event loop ([`tokio::task::block_in_place`]).
     ///
     /// # Errors
     /// What relayd would answer, as [`RelayError::Status`].
     pub fn put_session(&self, id: &str, spec: &SessionSpec) -> Result<SessionView, RelayError> {
-        self.relay
-            .put_session(id, to_model(spec))
-            .map(|(view, _)| from_model(view))
-            .map_err(|e| status("PUT", id, e))
+        self.blocking(|| {
+            self.relay
+                .put_session(id, to_model(spec))
+                .map(|(view, _)| from_model(view))
+                .map_err(|e| status("PUT", id, e))
+        })
+    }
+
+    /// Runs `work` inline, or with [`tokio::task::block_in_place`] when relay changes may
+    /// block (a session store, XDP) and the runtime allows it.
+    fn blocking<T>(&self, work: impl FnOnce() -> T) -> T {
+        let may_block = self.relay.changes_may_block()
+            && tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            });
+        if may_block {
+            tokio::task::block_in_place(work)
+        } else {
+            work()
+        }
     }
 
     /// One session (relayd's `GET /v1/sessions/{id}`).
@@ -115,7 +133,7 @@ impl EmbeddedRelay {
             Err(CoreError::SessionNotFound { .. }) => return Ok(None),
             Err(e) => return Err(status("GET", id, e)),
         };
-        match self.relay.delete_session(id) {
+        match self.blocking(|| self.relay.delete_session(id)) {
             Ok(()) | Err(CoreError::SessionNotFound { .. }) => Ok(Some(last)),
             Err(e) => Err(status("DELETE", id, e)),
         }

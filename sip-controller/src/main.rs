@@ -234,13 +234,16 @@ enum Feedback {
 #[allow(clippy::too_many_lines)]
 async fn run(args: Args) -> Result<()> {
     let config = Arc::new(load_config(&args)?);
+    // Tasks that hold the relay: stopped before an embedded relay is (so it really stops).
+    let mut relay_tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let (relay, embedded) = match config.relay.mode {
         RelayMode::Http => (
             RelayClient::new(&config.relay.url, relay_token(&config)?)?,
             None,
         ),
         RelayMode::Embedded => {
-            let (relay, service) = start_embedded_relay(&config).await?;
+            let (relay, service, api) = start_embedded_relay(&config).await?;
+            relay_tasks.extend(api);
             (relay, Some(service))
         }
     };
@@ -254,7 +257,9 @@ async fn run(args: Args) -> Result<()> {
         let addrs = (server.udp_addrs(), server.tcp_addrs());
         info!(udp = ?addrs.0, tcp = ?addrs.1, "NG control protocol listening");
         let relay = relay.clone();
-        tokio::spawn(server.run(relay));
+        relay_tasks.push(tokio::spawn(async move {
+            server.run(relay).await;
+        }));
         Some(addrs)
     };
     let (transport, mut events) = TransportLayer::start(transport_config(&config))
@@ -338,7 +343,7 @@ async fn run(args: Args) -> Result<()> {
         let relay = relay.clone();
         let sink = feedback_tx.clone();
         let interval = Duration::from_millis(config.relay.poll_interval_ms);
-        tokio::spawn(async move {
+        relay_tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
@@ -355,12 +360,12 @@ async fn run(args: Args) -> Result<()> {
                     Err(e) => warn!(error = %e, "relayd health check failed"),
                 }
             }
-        });
+        }));
     }
     {
         let relay = relay.clone();
         let sink = feedback_tx.clone();
-        tokio::spawn(async move {
+        relay_tasks.push(tokio::spawn(async move {
             let (timeouts_tx, mut timeouts) = mpsc::channel::<String>(1024);
             let forward = {
                 let sink = sink.clone();
@@ -382,7 +387,7 @@ async fn run(args: Args) -> Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             forward.abort();
-        });
+        }));
     }
 
     // Ordered senders per stream destination; UDP goes out inline.
@@ -489,7 +494,14 @@ async fn run(args: Args) -> Result<()> {
     }
     transport.shutdown();
     if let Some(service) = embedded {
-        // Dropped with the sessions of calls still up: their media sockets close here.
+        // Every holder of the relay goes first (relay requests in flight finish within their
+        // deadline), so stopping it closes the media sockets and joins the datapath workers.
+        for task in &relay_tasks {
+            task.abort();
+        }
+        for task in relay_tasks {
+            let _ = task.await;
+        }
         drop(relay);
         service.stop().context("stopping the embedded relay")?;
     }
@@ -500,7 +512,11 @@ async fn run(args: Args) -> Result<()> {
 /// and, with `relay.relayd_api`, relayd's HTTP API beside it.
 async fn start_embedded_relay(
     config: &Config,
-) -> Result<(RelayClient, relay_userspace::service::Service)> {
+) -> Result<(
+    RelayClient,
+    relay_userspace::service::Service,
+    Option<tokio::task::JoinHandle<()>>,
+)> {
     let relayd = embedded_relay::load_config(&config.relay.relayd_config)?;
     let api = config.relay.relayd_api.then(|| {
         (
@@ -511,25 +527,26 @@ async fn start_embedded_relay(
     });
     let service =
         relay_userspace::service::Service::start(relayd).context("starting the embedded relay")?;
-    if let Some((listen, max_body, token)) = api {
+    let api_task = if let Some((listen, max_body, token)) = api {
         let state = service.api_state(token?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding the embedded relay's HTTP API on {listen}"))?;
         let local = listener.local_addr()?;
         println!("sip-controller: relay embedded; relayd API http://{local}/v1/");
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             if let Err(e) =
                 axum::serve(listener, relay_userspace::api::router(state, max_body)).await
             {
                 error!(error = %e, "the embedded relay's HTTP API stopped");
             }
-        });
+        }))
     } else {
         println!("sip-controller: relay embedded");
-    }
+        None
+    };
     let relay = RelayClient::embedded(EmbeddedRelay::new(&service));
-    Ok((relay, service))
+    Ok((relay, service, api_task))
 }
 
 /// The ordered send queue of one stream destination: message and the transaction to fail

@@ -396,13 +396,15 @@ impl SocketDatapath {
         self.registry().parked.contains_key(&identity(socket))
     }
 
-    /// Unregisters a parked socket (before it is closed): out of the epoll now, out of the
-    /// worker's table at its next wake-up. `false` when it was not parked.
+    /// Unregisters a parked socket about to be closed: out of the epoll now, and the worker is
+    /// woken to drop its handle, so the socket closes and its port can be bound again at once.
+    /// `false` when it was not parked.
     pub fn forget(&self, socket: &Arc<UdpSocket>) -> bool {
         let mut registry = self.registry();
         match registry.parked.remove(&identity(socket)) {
             Some((w, slot, _)) => {
                 self.unregister(&mut registry, w, slot, socket);
+                self.workers[w].wake.notify();
                 true
             }
             None => false,

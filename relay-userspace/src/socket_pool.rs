@@ -33,10 +33,14 @@ use crate::datapath::{sys, SocketDatapath};
 /// Bound media sockets, parked by local address.
 #[derive(Debug)]
 pub struct SocketPool {
-    parked: HashMap<SocketAddr, Arc<UdpSocket>>,
-    /// Parking order, oldest first (addresses taken since are skipped): eviction takes the
-    /// most recently parked, the furthest from reuse under the allocator's FIFO order.
-    order: VecDeque<SocketAddr>,
+    /// Parked sockets and the number of their parking (see `order`).
+    parked: HashMap<SocketAddr, (Arc<UdpSocket>, u64)>,
+    /// Parkings, oldest first, by number (entries whose socket was taken since are stale and
+    /// skipped): eviction takes the most recently parked, the furthest from reuse under the
+    /// allocator's FIFO order.
+    order: VecDeque<(SocketAddr, u64)>,
+    /// Parkings so far.
+    parkings: u64,
     /// Sockets handed out and not parked back.
     in_use: usize,
     /// Most sockets parked and in use together.
@@ -52,6 +56,7 @@ impl SocketPool {
         Self {
             parked: HashMap::new(),
             order: VecDeque::new(),
+            parkings: 0,
             in_use: 0,
             budget,
             rcvbuf,
@@ -84,7 +89,7 @@ impl SocketPool {
         at: SocketAddr,
         datapath: &SocketDatapath,
     ) -> io::Result<Arc<UdpSocket>> {
-        if let Some(socket) = self.parked.remove(&at) {
+        if let Some((socket, _)) = self.parked.remove(&at) {
             drain(&socket);
             self.in_use += 1;
             return Ok(socket);
@@ -105,11 +110,13 @@ impl SocketPool {
     pub fn park(&mut self, at: SocketAddr, socket: Arc<UdpSocket>, datapath: &SocketDatapath) {
         self.in_use = self.in_use.saturating_sub(1);
         if self.parked.len() + self.in_use < self.budget && datapath.is_parked(&socket) {
-            self.parked.insert(at, socket);
-            self.order.push_back(at);
+            self.parkings += 1;
+            self.parked.insert(at, (socket, self.parkings));
+            self.order.push_back((at, self.parkings));
             if self.order.len() > 2 * self.parked.len() + 64 {
                 let parked = &self.parked;
-                self.order.retain(|a| parked.contains_key(a));
+                self.order
+                    .retain(|(a, n)| parked.get(a).is_some_and(|(_, m)| m == n));
             }
         } else {
             datapath.forget(&socket);
@@ -118,9 +125,11 @@ impl SocketPool {
 
     /// Closes the most recently parked socket; `false` when there is none.
     fn evict_one(&mut self, datapath: &SocketDatapath) -> bool {
-        while let Some(at) = self.order.pop_back() {
-            if let Some(socket) = self.parked.remove(&at) {
-                datapath.forget(&socket);
+        while let Some((at, n)) = self.order.pop_back() {
+            if self.parked.get(&at).is_some_and(|(_, m)| *m == n) {
+                if let Some((socket, _)) = self.parked.remove(&at) {
+                    datapath.forget(&socket);
+                }
                 return true;
             }
         }
@@ -271,6 +280,26 @@ mod tests {
         let _ = pool.take(evicted, &datapath).unwrap();
         pool.park(c, third, &datapath);
         assert_eq!(pool.parked(), 1);
+    }
+
+    #[test]
+    fn the_parking_order_stays_bounded_when_the_same_ports_come_and_go() {
+        let datapath = datapath();
+        let mut pool = SocketPool::new(0, 100);
+        let (a, b) = (loopback(), loopback());
+        for round in 0..300u64 {
+            for (i, at) in [a, b].into_iter().enumerate() {
+                let socket = pool.take(at, &datapath).unwrap();
+                serve_and_end(&datapath, round * 2 + i as u64, &socket);
+                pool.park(at, socket, &datapath);
+            }
+            assert!(
+                pool.order.len() <= 2 * pool.parked() + 64,
+                "{}",
+                pool.order.len()
+            );
+        }
+        assert_eq!(pool.parked(), 2);
     }
 
     #[test]

@@ -229,6 +229,55 @@ pub fn http_relay_section(api: SocketAddr) -> String {
     format!("url = \"http://{api}\"\npoll_interval_ms = 200\n")
 }
 
+/// Writes `config` to `dir/sip-controller.toml`, starts sip-controller on it (stderr to
+/// `log`, [`TOKEN`] as relayd's token) and returns it with the first stdout line `ready`
+/// accepts. Its stdout keeps being read afterwards, so the controller never sees EPIPE.
+///
+/// # Panics
+/// When no such line comes within [`WAIT`] (the log's tail is in the message).
+fn spawn_sip_controller(
+    dir: &Path,
+    config: &str,
+    log: &Path,
+    ready: impl Fn(&str) -> bool,
+) -> (Child, String) {
+    let config_path = dir.join("sip-controller.toml");
+    std::fs::write(&config_path, config).expect("write the controller configuration");
+    let mut child = Command::new(workspace_bin("sip-controller"))
+        .arg("--config")
+        .arg(&config_path)
+        .env("RELAYD_TOKEN", TOKEN)
+        .env("RUST_LOG", "info,sip_controller=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn sip-controller");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let _ = lines_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let found = std::iter::from_fn(|| {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        lines.recv_timeout(left).ok()
+    })
+    .find(|line| ready(line));
+    if let Some(line) = found {
+        return (child, line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "sip-controller did not report ready:\n{}",
+        log_tail(log, 100)
+    );
+}
+
 /// sip-controller as an NG server alone (SIP on an ephemeral UDP port only), its NG port on a
 /// free loopback port, no delete-delay, programming the relay its `[relay]` table body
 /// (`relay_section`: [`http_relay_section`] or [`embedded_relay_section`]) names. Killed on
@@ -257,42 +306,9 @@ impl NgController {
              [ng]\nudp = [\"{ng}\"]\ndelete_delay_secs = 0\n",
             state = dir.join("tls").display(),
         );
-        let config_path = dir.join("sip-controller.toml");
-        std::fs::write(&config_path, config).expect("write the controller configuration");
-        let mut child = Command::new(workspace_bin("sip-controller"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RELAYD_TOKEN", TOKEN)
-            .env("RUST_LOG", "info,sip_controller=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn sip-controller");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines_tx, lines) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                // Keep reading after the receiver is gone: the controller must not see EPIPE.
-                let _ = lines_tx.send(line);
-            }
-        });
         let expected = format!("sip-controller: NG (rtpengine protocol) udp [{ng}]");
-        let deadline = Instant::now() + WAIT;
-        let ready = std::iter::from_fn(|| {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            lines.recv_timeout(left).ok()
-        })
-        .any(|line| line.starts_with(&expected));
-        if !ready {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sip-controller did not report NG on {ng}:\n{}",
-                log_tail(&log, 100)
-            );
-        }
+        let (child, _) =
+            spawn_sip_controller(dir, &config, &log, |line| line.starts_with(&expected));
         Self { ng, log, child }
     }
 }
@@ -411,41 +427,8 @@ impl Controller {
             state = dir.join("tls").display(),
             cdr = cdr.display(),
         );
-        let config_path = dir.join("sip-controller.toml");
-        std::fs::write(&config_path, config).expect("write the controller configuration");
-        let mut child = Command::new(workspace_bin("sip-controller"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("RELAYD_TOKEN", TOKEN)
-            .env("RUST_LOG", "info,sip_controller=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn sip-controller");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines_tx, lines) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if lines_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let ready = std::iter::from_fn(|| {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            lines.recv_timeout(left).ok()
-        })
-        .find(|line| line.starts_with("sip-controller: SIP "))
-        .unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sip-controller did not report ready:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
+        let (child, ready) = spawn_sip_controller(dir, &config, &log, |line| {
+            line.starts_with("sip-controller: SIP ")
         });
         let (udp, tcp, tls, api) =
             parse_ready(&ready).unwrap_or_else(|| panic!("unexpected ready line {ready:?}"));

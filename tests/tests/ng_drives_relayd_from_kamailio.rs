@@ -805,6 +805,18 @@ fn run_calls(
     seen
 }
 
+/// The `SIPp` scenarios and the audio they loop, in `dir`.
+fn write_scenarios(dir: &Path) {
+    std::fs::write(
+        dir.join("uac.xml"),
+        UAC_XML.replace("CALL_MILLIS", &CALL_MILLIS.to_string()),
+    )
+    .expect("write the UAC scenario");
+    std::fs::write(dir.join("uas.xml"), UAS_XML).expect("write the UAS scenario");
+    // One second of PCMA (0xd5 is A-law silence), looped by SIPp's RTP stream.
+    std::fs::write(dir.join("pcma.raw"), [0xd5u8; 8000]).expect("write the audio");
+}
+
 #[test]
 fn kamailio_calls_through_sip_controller_anchor_media_on_relayd() {
     const TEST: &str = "kamailio_calls_through_sip_controller_anchor_media_on_relayd";
@@ -812,14 +824,7 @@ fn kamailio_calls_through_sip_controller_anchor_media_on_relayd() {
         return;
     }
     let scratch = Scratch::new(TEST);
-    std::fs::write(
-        scratch.path.join("uac.xml"),
-        UAC_XML.replace("CALL_MILLIS", &CALL_MILLIS.to_string()),
-    )
-    .expect("write the UAC scenario");
-    std::fs::write(scratch.path.join("uas.xml"), UAS_XML).expect("write the UAS scenario");
-    // One second of PCMA (0xd5 is A-law silence), looped by SIPp's RTP stream.
-    std::fs::write(scratch.path.join("pcma.raw"), [0xd5u8; 8000]).expect("write the audio");
+    write_scenarios(&scratch.path);
 
     let relay = InProcessRelay::start(
         relayd::config(RELAYD_PORTS.0, RELAYD_PORTS.1),
@@ -889,13 +894,7 @@ fn kamailio_calls_through_sip_controller_with_the_relay_embedded() {
         return;
     }
     let scratch = Scratch::new(TEST);
-    std::fs::write(
-        scratch.path.join("uac.xml"),
-        UAC_XML.replace("CALL_MILLIS", &CALL_MILLIS.to_string()),
-    )
-    .expect("write the UAC scenario");
-    std::fs::write(scratch.path.join("uas.xml"), UAS_XML).expect("write the UAS scenario");
-    std::fs::write(scratch.path.join("pcma.raw"), [0xd5u8; 8000]).expect("write the audio");
+    write_scenarios(&scratch.path);
 
     let api = SocketAddr::new(LOOPBACK, free_port());
     let controller = NgController::start(

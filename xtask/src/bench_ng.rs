@@ -267,17 +267,7 @@ fn start_server(
     match server {
         Server::Ours => {
             let relayd_cpu = bench.relayd_cpu.unwrap_or(bench.server_cpu).to_string();
-            let relayd_config = out_dir.join("ng-relayd.toml");
-            std::fs::write(
-                &relayd_config,
-                format!(
-                    "[http]\nlisten = \"{RELAYD_API}\"\ntoken_file = \"/dev/null\"\n\n\
-                     [media]\nport_quarantine_secs = 0\n\n\
-                     [[interface]]\nname = \"default\"\naddress = \"127.0.0.1\"\n\
-                     port_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\n\
-                     [datapath]\nworkers = 1\ncpus = [{relayd_cpu}]\n"
-                ),
-            )?;
+            let relayd_config = write_relayd_config(out_dir, "ng-relayd.toml", &relayd_cpu)?;
             let relayd = Command::new("taskset")
                 .args(["-c", &relayd_cpu])
                 .arg(release.join("relayd"))
@@ -292,31 +282,31 @@ fn start_server(
             wait_for("relayd", || {
                 std::net::TcpStream::connect(RELAYD_API).is_ok()
             })?;
-            let controller_config = out_dir.join("ng-sip-controller.toml");
-            std::fs::write(
-                &controller_config,
-                format!(
-                    "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
-                     [tls]\nstate_dir = \"{state}\"\n\n\
-                     [relay]\nurl = \"http://{RELAYD_API}\"\ntoken_file = \"/dev/null\"\n\n\
-                     [api]\nlisten = \"127.0.0.1:0\"\n\n\
-                     [ng]\nudp = [\"{OUR_NG}\"]\ndelete_delay_secs = 0\n",
-                    state = out_dir.join("ng-tls").display()
-                ),
-            )?;
-            let controller = Command::new("taskset")
-                .args(["-c", &cpu])
-                .arg(release.join("sip-controller"))
-                .arg("--config")
-                .arg(&controller_config)
-                .env("RELAYD_TOKEN", TOKEN)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .context("starting sip-controller")?;
-            guards.push(Guard(controller));
+            let relay = format!("url = \"http://{RELAYD_API}\"\ntoken_file = \"/dev/null\"\n");
+            guards.push(start_controller(
+                &cpu,
+                release,
+                out_dir,
+                "ng-sip-controller.toml",
+                &relay,
+            )?);
         }
-        Server::OursEmbedded => guards.push(start_embedded(&cpu, release, out_dir)?),
+        Server::OursEmbedded => {
+            // The same relay settings as the separate relayd, its datapath worker on the
+            // server's core.
+            let relayd_config = write_relayd_config(out_dir, "ng-embedded-relayd.toml", &cpu)?;
+            let relay = format!(
+                "mode = \"embedded\"\nrelayd_config = \"{}\"\n",
+                relayd_config.display()
+            );
+            guards.push(start_controller(
+                &cpu,
+                release,
+                out_dir,
+                "ng-sip-controller-embedded.toml",
+                &relay,
+            )?);
+        }
         Server::Rtpengine => {
             let rtpengine = Command::new("taskset")
                 .args(["-c", &cpu, "rtpengine"])
@@ -347,40 +337,49 @@ fn start_server(
     Ok(guards)
 }
 
-/// sip-controller with `[relay] mode = "embedded"`: the same relay settings as the separate
-/// relayd of [`start_server`], its datapath worker on the server's core.
-fn start_embedded(cpu: &str, release: &Path, out_dir: &Path) -> Result<Guard> {
-    // The same relay settings as the separate relayd above, and its datapath worker on
-    // the server's core.
-    let relayd_config = out_dir.join("ng-embedded-relayd.toml");
+/// Writes relayd's configuration for both of our servers (loopback API, no quarantine, the
+/// bench's media range, one datapath worker on `cpu`) to `out_dir/name`.
+fn write_relayd_config(out_dir: &Path, name: &str, cpu: &str) -> Result<std::path::PathBuf> {
+    let path = out_dir.join(name);
     std::fs::write(
-        &relayd_config,
+        &path,
         format!(
             "[http]\nlisten = \"{RELAYD_API}\"\ntoken_file = \"/dev/null\"\n\n\
-                 [media]\nport_quarantine_secs = 0\n\n\
-                 [[interface]]\nname = \"default\"\naddress = \"127.0.0.1\"\n\
-                 port_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\n\
-                 [datapath]\nworkers = 1\ncpus = [{cpu}]\n"
+             [media]\nport_quarantine_secs = 0\n\n\
+             [[interface]]\nname = \"default\"\naddress = \"127.0.0.1\"\n\
+             port_min = {PORT_MIN}\nport_max = {PORT_MAX}\n\n\
+             [datapath]\nworkers = 1\ncpus = [{cpu}]\n"
         ),
     )?;
-    let controller_config = out_dir.join("ng-sip-controller-embedded.toml");
+    Ok(path)
+}
+
+/// Starts sip-controller on `cpu` with its NG server on [`OUR_NG`] and `relay` as its
+/// `[relay]` table (configuration written to `out_dir/name`).
+fn start_controller(
+    cpu: &str,
+    release: &Path,
+    out_dir: &Path,
+    name: &str,
+    relay: &str,
+) -> Result<Guard> {
+    let config = out_dir.join(name);
     std::fs::write(
-        &controller_config,
+        &config,
         format!(
             "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = []\ntls = []\n\n\
-                 [tls]\nstate_dir = \"{state}\"\n\n\
-                 [relay]\nmode = \"embedded\"\nrelayd_config = \"{relayd}\"\n\n\
-                 [api]\nlisten = \"127.0.0.1:0\"\n\n\
-                 [ng]\nudp = [\"{OUR_NG}\"]\ndelete_delay_secs = 0\n",
+             [tls]\nstate_dir = \"{state}\"\n\n\
+             [relay]\n{relay}\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\n\
+             [ng]\nudp = [\"{OUR_NG}\"]\ndelete_delay_secs = 0\n",
             state = out_dir.join("ng-tls").display(),
-            relayd = relayd_config.display(),
         ),
     )?;
     let controller = Command::new("taskset")
         .args(["-c", cpu])
         .arg(release.join("sip-controller"))
         .arg("--config")
-        .arg(&controller_config)
+        .arg(&config)
         .env("RELAYD_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .env("RELAYD_LOG", "warn")

@@ -494,17 +494,52 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 
 /// The AF_XDP workers' counters, in Prometheus text exposition.
 fn render_worker_metrics(body: &mut String, workers: &AfXdpDatapath) {
-    let (rx, tx, drops) = workers.totals();
+    let totals = workers.totals();
     for (name, help, value) in [
         (
             "relayd_afxdp_rx_frames_total",
             "Frames AF_XDP workers took off their RX rings.",
-            rx,
+            totals.rx_frames,
         ),
         (
             "relayd_afxdp_tx_frames_total",
             "Frames AF_XDP workers put on their TX rings.",
-            tx,
+            totals.tx_frames,
+        ),
+        (
+            "relayd_afxdp_tx_kicks_total",
+            "Transmit kicks (sendto) of AF_XDP workers.",
+            totals.tx_kicks,
+        ),
+        (
+            "relayd_afxdp_batches_total",
+            "Receive batches AF_XDP workers processed.",
+            totals.batches,
+        ),
+        (
+            "relayd_afxdp_sleeps_total",
+            "Times an idle AF_XDP worker slept in poll(2).",
+            totals.sleeps,
+        ),
+        (
+            "relayd_afxdp_kernel_rx_dropped_total",
+            "Frames the kernel dropped on the way to AF_XDP sockets (XDP_STATISTICS rx_dropped).",
+            totals.kernel_rx_dropped,
+        ),
+        (
+            "relayd_afxdp_kernel_rx_ring_full_total",
+            "Frames dropped because an AF_XDP RX ring was full.",
+            totals.kernel_rx_ring_full,
+        ),
+        (
+            "relayd_afxdp_kernel_fill_ring_empty_total",
+            "Frames that found no free frame in an AF_XDP fill ring.",
+            totals.kernel_rx_fill_ring_empty,
+        ),
+        (
+            "relayd_afxdp_kernel_invalid_descs_total",
+            "Invalid AF_XDP RX/TX descriptors.",
+            totals.kernel_invalid_descs,
         ),
     ] {
         let _ = writeln!(body, "# HELP {name} {help}");
@@ -516,7 +551,7 @@ fn render_worker_metrics(body: &mut String, workers: &AfXdpDatapath) {
         "# HELP relayd_afxdp_drops_total Frames AF_XDP workers dropped outside any leg, by reason."
     );
     let _ = writeln!(body, "# TYPE relayd_afxdp_drops_total counter");
-    for (reason, count) in drops {
+    for (reason, count) in totals.drops {
         let _ = writeln!(
             body,
             "relayd_afxdp_drops_total{{reason=\"{reason}\"}} {count}"

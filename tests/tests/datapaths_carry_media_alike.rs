@@ -264,6 +264,21 @@ fn srtp_transcrypting(kind: &str) {
             85
         );
         assert_eq!(relayd.metric("relayd_afxdp_tx_frames_total"), 83);
+        assert_eq!(relayd.metric("relayd_afxdp_rx_frames_total"), 85);
+        // One kick per transmitted batch at most, and at least one.
+        let kicks = relayd.metric("relayd_afxdp_tx_kicks_total");
+        assert!((1..=83).contains(&kicks), "{kicks} kicks");
+        assert!(relayd.metric("relayd_afxdp_batches_total") >= 1);
+        // The kernel's socket counters are exported, and nothing was lost on the way in.
+        let metrics = relayd.metrics();
+        for name in [
+            "relayd_afxdp_kernel_rx_dropped_total",
+            "relayd_afxdp_kernel_rx_ring_full_total",
+            "relayd_afxdp_kernel_fill_ring_empty_total",
+            "relayd_afxdp_kernel_invalid_descs_total",
+        ] {
+            assert!(metrics.contains(&format!("\n{name} 0\n")), "{name}: {metrics}");
+        }
         assert_eq!(
             relayd.metric("relayd_xdp_packets_total{outcome=\"flow_pass_no_worker\"}"),
             0

@@ -84,6 +84,9 @@ struct XdpBench {
     /// Where the chart goes.
     #[arg(long, default_value = "docs/xdp-bench.png")]
     chart: PathBuf,
+    /// relayd's AF_XDP ring size in the XDP scenarios (`datapath.xdp_ring_size`).
+    #[arg(long, default_value_t = 16_384)]
+    xdp_ring_size: u32,
 }
 
 /// Options of `bench socket`.
@@ -204,6 +207,8 @@ fn xdp_bench(bench: &XdpBench) -> Result<()> {
         &bench.generator_cpu.to_string(),
         "--step-ms",
         &bench.step_ms.to_string(),
+        "--xdp-ring-size",
+        &bench.xdp_ring_size.to_string(),
         "--json",
     ]);
     command.arg(&json);

@@ -124,7 +124,36 @@ pub struct WorkerStats {
     pub batches: AtomicU64,
     /// Sleeps in poll(2) (idle).
     pub sleeps: AtomicU64,
+    /// TX kicks (`sendto` calls that make the kernel transmit).
+    pub tx_kicks: AtomicU64,
+    /// The kernel's counters of the worker's sockets, as of the worker's last copy (about
+    /// once a second).
+    pub kernel: KernelCounters,
     drops: [AtomicU64; WorkerDrop::ALL.len()],
+}
+
+/// The kernel's `XDP_STATISTICS` of a worker's sockets, summed.
+#[derive(Debug, Default)]
+pub struct KernelCounters {
+    /// Frames the kernel dropped on the way to the sockets (e.g. no room).
+    pub rx_dropped: AtomicU64,
+    /// Frames dropped because an RX ring was full (the worker fell behind).
+    pub rx_ring_full: AtomicU64,
+    /// Times a frame arrived with no free frame in the fill ring.
+    pub rx_fill_ring_empty: AtomicU64,
+    /// Invalid RX or TX descriptors.
+    pub invalid_descs: AtomicU64,
+}
+
+impl KernelCounters {
+    fn publish(&self, s: &xsk::XskStatistics) {
+        self.rx_dropped.store(s.rx_dropped, Relaxed);
+        self.rx_ring_full.store(s.rx_ring_full, Relaxed);
+        self.rx_fill_ring_empty
+            .store(s.rx_fill_ring_empty_descs, Relaxed);
+        self.invalid_descs
+            .store(s.rx_invalid_descs + s.tx_invalid_descs, Relaxed);
+    }
 }
 
 impl WorkerStats {
@@ -379,19 +408,51 @@ impl AfXdpDatapath {
         self.workers.iter().map(|w| Arc::clone(&w.stats)).collect()
     }
 
-    /// Totals over workers: (rx frames, tx frames, drops by reason).
-    pub fn totals(&self) -> (u64, u64, BTreeMap<&'static str, u64>) {
-        let mut drops = BTreeMap::new();
-        let (mut rx, mut tx) = (0, 0);
+    /// Totals over workers.
+    pub fn totals(&self) -> WorkerTotals {
+        let mut totals = WorkerTotals::default();
         for w in &self.workers {
-            rx += w.stats.rx_frames.load(Relaxed);
-            tx += w.stats.tx_frames.load(Relaxed);
+            let s = &w.stats;
+            totals.rx_frames += s.rx_frames.load(Relaxed);
+            totals.tx_frames += s.tx_frames.load(Relaxed);
+            totals.tx_kicks += s.tx_kicks.load(Relaxed);
+            totals.batches += s.batches.load(Relaxed);
+            totals.sleeps += s.sleeps.load(Relaxed);
+            totals.kernel_rx_dropped += s.kernel.rx_dropped.load(Relaxed);
+            totals.kernel_rx_ring_full += s.kernel.rx_ring_full.load(Relaxed);
+            totals.kernel_rx_fill_ring_empty += s.kernel.rx_fill_ring_empty.load(Relaxed);
+            totals.kernel_invalid_descs += s.kernel.invalid_descs.load(Relaxed);
             for reason in WorkerDrop::ALL {
-                *drops.entry(reason.name()).or_insert(0) += w.stats.drops(reason);
+                *totals.drops.entry(reason.name()).or_insert(0) += s.drops(reason);
             }
         }
-        (rx, tx, drops)
+        totals
     }
+}
+
+/// [`WorkerStats`] summed over workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerTotals {
+    /// Frames taken off RX rings.
+    pub rx_frames: u64,
+    /// Frames put on TX rings.
+    pub tx_frames: u64,
+    /// Transmit kicks.
+    pub tx_kicks: u64,
+    /// Receive batches.
+    pub batches: u64,
+    /// Idle sleeps.
+    pub sleeps: u64,
+    /// [`KernelCounters::rx_dropped`].
+    pub kernel_rx_dropped: u64,
+    /// [`KernelCounters::rx_ring_full`].
+    pub kernel_rx_ring_full: u64,
+    /// [`KernelCounters::rx_fill_ring_empty`].
+    pub kernel_rx_fill_ring_empty: u64,
+    /// [`KernelCounters::invalid_descs`].
+    pub kernel_invalid_descs: u64,
+    /// Drops outside any leg, by reason name.
+    pub drops: BTreeMap<&'static str, u64>,
 }
 
 impl Drop for AfXdpDatapath {

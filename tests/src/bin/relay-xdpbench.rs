@@ -28,6 +28,9 @@ struct Cli {
     /// Rate at which CPU per packet is compared.
     #[arg(long, default_value_t = 100_000)]
     cpu_rate: u64,
+    /// relayd's `datapath.xdp_ring_size` for the XDP scenarios (AF_XDP ring descriptors).
+    #[arg(long, default_value_t = xdpbench::XDP_RING_SIZE)]
+    xdp_ring_size: u32,
     /// Scenarios (repeat; default: all).
     #[arg(long = "scenario")]
     scenarios: Vec<Scenario>,
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         step: Duration::from_millis(cli.step_ms.max(200)),
         cpu_rate: cli.cpu_rate,
         max_loss: 0.001,
+        xdp_ring_size: cli.xdp_ring_size,
         scenarios: if cli.scenarios.is_empty() {
             Scenario::ALL.to_vec()
         } else {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
                     "relay_cpu": options.relay_cpu,
                     "generator_cpu": options.generator_cpu,
                     "step_ms": options.step.as_millis(),
+                    "xdp_ring_size": options.xdp_ring_size,
                     "results": results,
                 });
                 if let Err(e) =

@@ -23,6 +23,7 @@ LABELS = {
     "socket_srtp": "relayd socket\nSRTP->RTP",
     "xdp_forward": "relayd XDP\nplain forward",
     "afxdp_srtp": "relayd AF_XDP\nSRTP->RTP",
+    "afxdp_null_forward": "AF_XDP null\nforwarder (floor)",
     "rtpengine_plain": "rtpengine\nplain",
     "rtpengine_srtp": "rtpengine\nSRTP->RTP",
 }

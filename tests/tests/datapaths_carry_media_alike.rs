@@ -277,7 +277,10 @@ fn srtp_transcrypting(kind: &str) {
             "relayd_afxdp_kernel_fill_ring_empty_total",
             "relayd_afxdp_kernel_invalid_descs_total",
         ] {
-            assert!(metrics.contains(&format!("\n{name} 0\n")), "{name}: {metrics}");
+            assert!(
+                metrics.contains(&format!("\n{name} 0\n")),
+                "{name}: {metrics}"
+            );
         }
         assert_eq!(
             relayd.metric("relayd_xdp_packets_total{outcome=\"flow_pass_no_worker\"}"),

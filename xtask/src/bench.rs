@@ -78,7 +78,8 @@ struct XdpBench {
     #[arg(long, default_value_t = 2000)]
     step_ms: u64,
     /// Only these scenarios (repeat): `xdp_drop`, `kernel_udp_relay`, `socket_plain`,
-    /// `socket_srtp`, `xdp_forward`, `afxdp_srtp`, `rtpengine_plain`, `rtpengine_srtp`.
+    /// `socket_srtp`, `xdp_forward`, `afxdp_srtp`, `afxdp_null_forward`, `rtpengine_plain`,
+    /// `rtpengine_srtp`.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Where the chart goes.
@@ -305,6 +306,18 @@ fn print_xdp_table(results: &serde_json::Value) {
         (
             "AF_XDP SRTP / relayd socket SRTP (max clean)",
             "afxdp_srtp",
+            "socket_srtp",
+            "max_clean_pps",
+        ),
+        (
+            "AF_XDP SRTP / AF_XDP null forwarder (max clean)",
+            "afxdp_srtp",
+            "afxdp_null_forward",
+            "max_clean_pps",
+        ),
+        (
+            "AF_XDP null forwarder / relayd socket SRTP (max clean)",
+            "afxdp_null_forward",
             "socket_srtp",
             "max_clean_pps",
         ),

@@ -202,18 +202,24 @@ impl Worker {
                 continue;
             }
             // Spin a while after the last frame (waking from poll costs more than a packet),
-            // then sleep until a socket or a command wakes the worker.
+            // then sleep until a socket or a command wakes the worker; briefly while frames
+            // still wait on a TX ring (a device refusing them must not make the worker spin).
             if last_work.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
+            let timeout = if self.unkicked.iter().any(|&n| n > 0) {
+                1
+            } else {
+                POLL_TIMEOUT_MS
+            };
             stats.sleeps.fetch_add(1, Relaxed);
             // SAFETY: `polls` is a live array of pollfd of the length passed.
             let rc = unsafe {
                 libc::poll(
                     polls.as_mut_ptr(),
                     libc::nfds_t::try_from(polls.len()).unwrap_or(0),
-                    POLL_TIMEOUT_MS,
+                    timeout,
                 )
             };
             if rc > 0 && polls.last().is_some_and(|p| p.revents != 0) {
@@ -245,7 +251,7 @@ impl Worker {
     /// Kicks the TX rings holding frames not yet kicked: all of them when `flush`, else those
     /// with a full burst waiting.
     fn kick(&mut self, flush: bool, stats: &WorkerStats) {
-        for (socket, unkicked) in self.sockets.iter().zip(self.unkicked.iter_mut()) {
+        for (socket, unkicked) in self.sockets.iter_mut().zip(self.unkicked.iter_mut()) {
             if *unkicked == 0 || (!flush && *unkicked < KICK_BURST) {
                 continue;
             }
@@ -255,8 +261,13 @@ impl Worker {
                 if let Err(e) = socket.kick_tx() {
                     debug!(%e, ifindex = socket.ifindex(), "AF_XDP transmit kick failed");
                 }
+                // One kick transmits a bounded number of frames (the skb budget in copy
+                // mode) and the device may refuse some: what the kernel left on the ring is
+                // kicked again on the next turn instead of waiting for new frames.
+                *unkicked = socket.tx.outstanding();
+            } else {
+                *unkicked = 0;
             }
-            *unkicked = 0;
         }
     }
 

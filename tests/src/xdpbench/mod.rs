@@ -26,6 +26,7 @@
 )]
 
 pub mod generator;
+mod null_forwarder;
 
 use std::{
     net::{SocketAddr, SocketAddrV4, UdpSocket},
@@ -72,6 +73,10 @@ pub enum Scenario {
     /// relayd's XDP datapath, SRTP -> RTP through the AF_XDP workers.
     #[serde(rename = "afxdp_srtp")]
     AfXdpSrtp,
+    /// The AF_XDP floor: frames from the caller's side go out to the callee's side untouched,
+    /// through the AF_XDP worker loop with no work in it ([`null_forwarder`]).
+    #[serde(rename = "afxdp_null_forward")]
+    AfXdpNullForward,
     /// sipwise rtpengine userspace, plain RTP.
     RtpenginePlain,
     /// sipwise rtpengine userspace, SRTP in (decrypted to plain RTP).
@@ -80,13 +85,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::XdpDrop,
         Self::KernelUdpRelay,
         Self::SocketPlain,
         Self::SocketSrtp,
         Self::XdpForward,
         Self::AfXdpSrtp,
+        Self::AfXdpNullForward,
         Self::RtpenginePlain,
         Self::RtpengineSrtp,
     ];
@@ -100,6 +106,7 @@ impl Scenario {
             Self::SocketSrtp => "socket_srtp",
             Self::XdpForward => "xdp_forward",
             Self::AfXdpSrtp => "afxdp_srtp",
+            Self::AfXdpNullForward => "afxdp_null_forward",
             Self::RtpenginePlain => "rtpengine_plain",
             Self::RtpengineSrtp => "rtpengine_srtp",
         }
@@ -314,6 +321,13 @@ enum RelayUnderTest<'a> {
         thread: Option<std::thread::JoinHandle<()>>,
     },
     Program(Box<RelayXdp>),
+    /// The AF_XDP null forwarder and the program feeding it.
+    NullForwarder {
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        /// Attached (on the caller's side) until dropped, after the thread stopped.
+        _program: Box<RelayXdp>,
+    },
 }
 
 impl Drop for RelayUnderTest<'_> {
@@ -323,7 +337,7 @@ impl Drop for RelayUnderTest<'_> {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            Self::KernelUdp { stop, thread } => {
+            Self::KernelUdp { stop, thread } | Self::NullForwarder { stop, thread, .. } => {
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 if let Some(t) = thread.take() {
                     let _ = t.join();
@@ -436,6 +450,31 @@ fn start_kernel_relay(
     Ok(RelayUnderTest::KernelUdp {
         stop,
         thread: Some(thread),
+    })
+}
+
+/// The AF_XDP null forwarder on the relay's veths, fed by `relay_bench_to_xsk` on the
+/// caller's side, pinned to the relay CPU, with relayd's ring size of the XDP scenarios.
+fn start_null_forwarder(
+    bed: &Topology,
+    options: &Options,
+) -> anyhow::Result<RelayUnderTest<'static>> {
+    let (r0, r1) = (ifindex(&bed.relay, &bed.r0), ifindex(&bed.relay, &bed.r1));
+    let (program, forwarder) = bed.relay.run(|| -> anyhow::Result<_> {
+        let mut program = RelayXdp::load_bench(BENCH_TO_XSK_PROGRAM_NAME)?;
+        program.attach(&bed.r0, AttachMode::Native)?;
+        program.set_xsk_base(r0, 0)?;
+        let forwarder = null_forwarder::NullForwarder::bind(r0, r1, options.xdp_ring_size)
+            .context("binding the null forwarder's AF_XDP sockets")?;
+        program.set_xsk(0, std::os::fd::AsRawFd::as_raw_fd(forwarder.rx_socket()))?;
+        Ok((program, forwarder))
+    })?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = forwarder.spawn(options.relay_cpu, Arc::clone(&stop));
+    Ok(RelayUnderTest::NullForwarder {
+        stop,
+        thread: Some(thread),
+        _program: Box::new(program),
     })
 }
 
@@ -602,6 +641,7 @@ fn run_scenario(
             let config = relayd_config("xdp", options, &bed);
             RelayUnderTest::Relayd(bed.start_relayd(API_PORT, &config))
         }
+        Scenario::AfXdpNullForward => start_null_forwarder(&bed, options)?,
         Scenario::RtpenginePlain | Scenario::RtpengineSrtp => {
             RelayUnderTest::Rtpengine(start_rtpengine(&bed, options)?)
         }
@@ -615,7 +655,7 @@ fn run_scenario(
         ]));
     }
     let streams = match scenario {
-        Scenario::XdpDrop | Scenario::KernelUdpRelay => {
+        Scenario::XdpDrop | Scenario::KernelUdpRelay | Scenario::AfXdpNullForward => {
             let caller: std::net::Ipv4Addr = CALLER.parse()?;
             let relay_ip: std::net::Ipv4Addr = RELAY_CALLER_SIDE.parse()?;
             (0..options.streams)

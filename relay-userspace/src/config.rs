@@ -107,6 +107,10 @@ pub struct DatapathConfig {
     pub xdp_batch: usize,
     /// Descriptors per AF_XDP ring (a power of two).
     pub xdp_ring_size: u32,
+    /// Preferred busy polling on the AF_XDP sockets: workers run their queues' receive
+    /// processing themselves (set the interfaces' `napi_defer_hard_irqs` and
+    /// `gro_flush_timeout` too).
+    pub xdp_busy_poll: bool,
     /// AF_XDP bind mode: `auto` (zero-copy where the driver has it), `copy` or `zerocopy`.
     pub xdp_bind: XdpBindConfig,
     /// bpffs directory where the xdp datapath pins its maps and links (empty: no pinning).
@@ -222,6 +226,7 @@ impl Default for DatapathConfig {
             xdp_cpus: Vec::new(),
             xdp_batch: 64,
             xdp_ring_size: 2048,
+            xdp_busy_poll: false,
             xdp_bind: XdpBindConfig::Auto,
             xdp_pin_dir: PathBuf::from("/sys/fs/bpf/relayd"),
             xdp_keep_on_exit: true,

@@ -363,6 +363,7 @@ fn start_workers(
             batch: config.datapath.xdp_batch,
             ring_size: config.datapath.xdp_ring_size,
             bind: config.datapath.xdp_bind.into(),
+            busy_poll: config.datapath.xdp_busy_poll,
         },
         Arc::clone(xdp),
     )

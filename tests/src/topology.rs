@@ -167,14 +167,16 @@ impl Topology {
         )
     }
 
-    /// The `[datapath]` body for `kind` (`socket` or `xdp`) on this bed, with `workers` AF_XDP
-    /// workers for `xdp`.
+    /// The `[datapath]` body for `kind` (`socket`, `xdp`, or `xdp-busy-poll`: AF_XDP workers
+    /// in preferred-busy-polling mode) on this bed, with `workers` AF_XDP workers for `xdp`.
     pub fn datapath(&self, kind: &str, workers: usize) -> String {
         match kind {
-            "xdp" => format!(
+            "xdp" | "xdp-busy-poll" => format!(
                 "kind = \"xdp\"\nworkers = 1\nxdp_workers = {workers}\nxdp_bind = \"copy\"\n\
-                 xdp_pin_dir = \"\"\nxdp_interfaces = [\"{}\", \"{}\"]",
-                self.r0, self.r1
+                 xdp_pin_dir = \"\"\nxdp_interfaces = [\"{}\", \"{}\"]\nxdp_busy_poll = {}",
+                self.r0,
+                self.r1,
+                kind == "xdp-busy-poll"
             ),
             _ => "kind = \"socket\"\nworkers = 1".to_owned(),
         }

@@ -88,6 +88,10 @@ struct XdpBench {
     /// relayd's AF_XDP ring size in the XDP scenarios (`datapath.xdp_ring_size`).
     #[arg(long, default_value_t = 16_384)]
     xdp_ring_size: u32,
+    /// relayd's AF_XDP scenario in preferred-busy-polling mode (`datapath.xdp_busy_poll` plus
+    /// NAPI deferral on the relay's veths); `false` leaves receive to the NAPI threads.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    afxdp_busy_poll: bool,
 }
 
 /// Options of `bench socket`.
@@ -210,6 +214,8 @@ fn xdp_bench(bench: &XdpBench) -> Result<()> {
         &bench.step_ms.to_string(),
         "--xdp-ring-size",
         &bench.xdp_ring_size.to_string(),
+        "--afxdp-busy-poll",
+        &bench.afxdp_busy_poll.to_string(),
         "--json",
     ]);
     command.arg(&json);

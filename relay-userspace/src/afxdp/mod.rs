@@ -182,6 +182,10 @@ pub struct AfXdpOptions {
     pub ring_size: u32,
     /// Copy, zero-copy, or whichever works.
     pub bind: BindMode,
+    /// Preferred busy polling: each worker runs its queues' NAPI itself, in its own receive
+    /// and transmit calls, instead of being preempted by the device's interrupt or NAPI thread
+    /// (see [`xsk::XskSocket::busy_poll`]).
+    pub busy_poll: bool,
 }
 
 /// Errors starting the AF_XDP datapath.

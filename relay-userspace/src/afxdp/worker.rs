@@ -29,6 +29,9 @@ const SPIN: Duration = Duration::from_micros(200);
 const KICK_BURST: u32 = 32;
 /// How often the worker copies its sockets' kernel counters into [`WorkerStats`].
 const KERNEL_STATS_PERIOD: Duration = Duration::from_secs(1);
+/// Busy polling: how long one receive call may spin in the device's NAPI, and its budget.
+const BUSY_POLL_USECS: u32 = 20;
+const BUSY_POLL_BUDGET: u32 = 64;
 /// Longest sleep (commands also wake the worker through its eventfd).
 const POLL_TIMEOUT_MS: i32 = 100;
 
@@ -58,6 +61,9 @@ pub(super) struct Worker {
     outgoing: Vec<Vec<(libc::xdp_desc, Arc<CryptoFlow>, usize)>>,
     /// Per socket: frames submitted to its TX ring since its last kick.
     unkicked: Vec<u32>,
+    /// Busy polling: the worker drives its queues' NAPI with `recvfrom` when its RX rings are
+    /// empty.
+    busy_poll: bool,
     srtp: Batch,
     ring_size: u32,
     umem: Umem,
@@ -100,10 +106,20 @@ impl Worker {
                 queue: *queue,
                 source,
             })?;
+            if options.busy_poll {
+                socket
+                    .busy_poll(BUSY_POLL_USECS, BUSY_POLL_BUDGET)
+                    .map_err(|source| AfXdpError::Socket {
+                        interface: name.clone(),
+                        queue: *queue,
+                        source,
+                    })?;
+            }
             debug!(
                 interface = name,
                 queue,
                 zero_copy = socket.zero_copy(),
+                busy_poll = options.busy_poll,
                 "AF_XDP socket bound"
             );
             sockets.push(socket);
@@ -124,6 +140,7 @@ impl Worker {
         let mut worker = Self {
             outgoing,
             unkicked,
+            busy_poll: options.busy_poll,
             sockets,
             egress,
             free,
@@ -197,6 +214,12 @@ impl Worker {
             }
             let completed = self.complete();
             self.refill();
+            if self.busy_poll && !received_any {
+                // Nothing on the RX rings: run the devices' receive (NAPI) here.
+                for socket in &self.sockets {
+                    socket.kick_rx();
+                }
+            }
             if received_any || completed {
                 last_work = now;
                 continue;

@@ -641,6 +641,41 @@ impl XskSocket {
         }
     }
 
+    /// Turns on preferred busy polling (kernel 5.11+): the device queue's NAPI runs in this
+    /// socket's `recvfrom`/`sendto`/`poll` calls, for up to `budget` frames, instead of in
+    /// the device's interrupt or NAPI thread, as long as the process keeps calling them (the
+    /// device's `napi_defer_hard_irqs` and `gro_flush_timeout` keep the interrupt, or thread
+    /// wake-up, from taking it back in between). `usecs` is how long a call may spin.
+    pub fn busy_poll(&self, usecs: u32, budget: u32) -> io::Result<()> {
+        /// `<asm-generic/socket.h>`: not in every libc release.
+        const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+        const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+        let fd = self.fd.as_raw_fd();
+        let one: libc::c_int = 1;
+        let usecs = libc::c_int::try_from(usecs).unwrap_or(libc::c_int::MAX);
+        let budget = libc::c_int::try_from(budget).unwrap_or(libc::c_int::MAX);
+        for (name, value) in [
+            (SO_PREFER_BUSY_POLL, &one),
+            (libc::SO_BUSY_POLL, &usecs),
+            (SO_BUSY_POLL_BUDGET, &budget),
+        ] {
+            // SAFETY: `value` is a live c_int of the size passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    name,
+                    std::ptr::from_ref(value).cast(),
+                    libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(0),
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     /// Wakes the kernel to consume the fill ring (zero-copy drivers with `need_wakeup`).
     pub fn kick_rx(&self) {
         // SAFETY: recvfrom(2) with no buffer, the AF_XDP receive trigger; errors are harmless.

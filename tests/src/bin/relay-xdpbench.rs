@@ -31,6 +31,11 @@ struct Cli {
     /// relayd's `datapath.xdp_ring_size` for the XDP scenarios (AF_XDP ring descriptors).
     #[arg(long, default_value_t = xdpbench::XDP_RING_SIZE)]
     xdp_ring_size: u32,
+    /// relayd's AF_XDP scenario in preferred-busy-polling mode (`datapath.xdp_busy_poll`,
+    /// NAPI deferral on the relay's veths); `false` leaves receive processing to the NAPI
+    /// threads.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    afxdp_busy_poll: bool,
     /// Scenarios (repeat; default: all).
     #[arg(long = "scenario")]
     scenarios: Vec<Scenario>,
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         cpu_rate: cli.cpu_rate,
         max_loss: 0.001,
         xdp_ring_size: cli.xdp_ring_size,
+        afxdp_busy_poll: cli.afxdp_busy_poll,
         scenarios: if cli.scenarios.is_empty() {
             Scenario::ALL.to_vec()
         } else {
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
                     "generator_cpu": options.generator_cpu,
                     "step_ms": options.step.as_millis(),
                     "xdp_ring_size": options.xdp_ring_size,
+                    "afxdp_busy_poll": options.afxdp_busy_poll,
+                    "napi_defer_ns": xdpbench::NAPI_DEFER_NS,
                     "results": results,
                 });
                 if let Err(e) =

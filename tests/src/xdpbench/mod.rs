@@ -150,6 +150,10 @@ pub struct Options {
     pub scenarios: Vec<Scenario>,
     /// relayd's `datapath.xdp_ring_size` in the XDP scenarios.
     pub xdp_ring_size: u32,
+    /// relayd's AF_XDP scenario in preferred-busy-polling mode: relayd's
+    /// `datapath.xdp_busy_poll`, and the relay's veths get `napi_defer_hard_irqs` and a
+    /// `gro_flush_timeout` of [`NAPI_DEFER_NS`].
+    pub afxdp_busy_poll: bool,
 }
 
 /// One scenario's results.
@@ -262,7 +266,7 @@ fn mac(ns: &Netns, name: &str) -> anyhow::Result<[u8; 6]> {
 
 /// Runs `sysctl`-like writes and pins NAPI threads: the relay's ends on `relay_cpu`, the
 /// callee's on `generator_cpu`.
-fn threaded_napi(bed: &Topology, options: &Options) -> anyhow::Result<()> {
+fn threaded_napi(bed: &Topology, options: &Options, busy_poll: bool) -> anyhow::Result<()> {
     for (ns, dev) in [
         (&bed.relay, &bed.r0),
         (&bed.relay, &bed.r1),
@@ -281,6 +285,18 @@ fn threaded_napi(bed: &Topology, options: &Options) -> anyhow::Result<()> {
             ns.command("sh")
                 .args(["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")]),
         );
+        if busy_poll && ns.name() == bed.relay.name() {
+            // Preferred busy polling: while the AF_XDP worker keeps polling, the NAPI is
+            // neither completed nor its thread woken; once the worker stops, a timer hands it
+            // back after NAPI_DEFER_NS (the interrupt coalescing of a NIC).
+            run_ok(ns.command("sh").args([
+                "-c",
+                &format!(
+                    "echo 2 > /sys/class/net/{dev}/napi_defer_hard_irqs && \
+                     echo {NAPI_DEFER_NS} > /sys/class/net/{dev}/gro_flush_timeout"
+                ),
+            ]));
+        }
     }
     pin_napi_threads(bed, options)
 }
@@ -354,17 +370,21 @@ const API_PORT: u16 = 18_799;
 /// worker off the CPU; measured on this bed: 2048 -> 125-137 kpps clean, 4096 -> 144-175,
 /// 8192 -> 231-237, 16384 -> 300.
 pub const XDP_RING_SIZE: u32 = 16_384;
+/// `gro_flush_timeout` of the relay's veths in busy-polling mode: how long the kernel leaves
+/// receive processing to the AF_XDP worker before taking it back (a NIC's interrupt
+/// coalescing time).
+pub const NAPI_DEFER_NS: u32 = 50_000;
 const NG_PORT: u16 = 2223;
 const KERNEL_RELAY_PORT: u16 = 20_000;
 
-fn relayd_config(kind: &str, options: &Options, bed: &Topology) -> String {
+fn relayd_config(kind: &str, options: &Options, bed: &Topology, busy_poll: bool) -> String {
     let cpu = options.relay_cpu;
     let datapath = match kind {
         "xdp" => format!(
             "kind = \"xdp\"\nworkers = 1\ncpus = [{cpu}]\nxdp_workers = 1\nxdp_cpus = [{cpu}]\n\
              xdp_bind = \"copy\"\nxdp_pin_dir = \"\"\nxdp_interfaces = [\"{}\", \"{}\"]\n\
-             xdp_ring_size = {}",
-            bed.r0, bed.r1, options.xdp_ring_size
+             xdp_ring_size = {}\nxdp_busy_poll = {}",
+            bed.r0, bed.r1, options.xdp_ring_size, busy_poll
         ),
         _ => format!("kind = \"socket\"\nworkers = 1\ncpus = [{cpu}]"),
     };
@@ -573,7 +593,10 @@ fn run_scenario(
     measure_at: Option<f64>,
 ) -> anyhow::Result<ScenarioResult> {
     let bed = Topology::build(1, false);
-    threaded_napi(&bed, options)?;
+    // Only relayd's AF_XDP path: the null forwarder runs in interrupt (NAPI thread) mode, its
+    // faster one on this bed, so that it stays the floor.
+    let busy_poll = options.afxdp_busy_poll && scenario == Scenario::AfXdpSrtp;
+    threaded_napi(&bed, options, busy_poll)?;
     // Static neighbours: the callee's end only counts while searching, it answers no ARP.
     for (ip, ns, dev, relay_dev) in [
         (CALLER, &bed.caller, &bed.c0, &bed.r0),
@@ -634,11 +657,11 @@ fn run_scenario(
         )?)),
         Scenario::KernelUdpRelay => start_kernel_relay(&bed, options)?,
         Scenario::SocketPlain | Scenario::SocketSrtp => {
-            let config = relayd_config("socket", options, &bed);
+            let config = relayd_config("socket", options, &bed, false);
             RelayUnderTest::Relayd(bed.start_relayd(API_PORT, &config))
         }
         Scenario::XdpForward | Scenario::AfXdpSrtp => {
-            let config = relayd_config("xdp", options, &bed);
+            let config = relayd_config("xdp", options, &bed, busy_poll);
             RelayUnderTest::Relayd(bed.start_relayd(API_PORT, &config))
         }
         Scenario::AfXdpNullForward => start_null_forwarder(&bed, options)?,

@@ -48,6 +48,12 @@ pub const BENCH_DROP_PROGRAM_NAME: &str = "relay_bench_drop";
 /// Redirects IPv4/UDP to the AF_XDP socket of its receive queue (slot as for crypto flows),
 /// passes the rest: a load generator's receiver.
 pub const BENCH_TO_XSK_PROGRAM_NAME: &str = "relay_bench_to_xsk";
+/// Redirects IPv4/UDP, untouched, to the interface in [`BENCH_EGRESS_MAP_NAME`] through the
+/// devmap (as relayd's program forwards to another interface), passes the rest: the floor of
+/// XDP forwarding on a device (no parsing, flow lookup, FIB lookup or rewrite).
+pub const BENCH_REDIRECT_PROGRAM_NAME: &str = "relay_bench_redirect";
+/// Array (one `u32` ifindex) the redirect benchmark program sends to.
+pub const BENCH_EGRESS_MAP_NAME: &str = "RELAY_BENCH_EGRESS";
 /// `XDP_TX`s everything: run with `BPF_PROG_RUN` live frames, an in-kernel packet generator.
 pub const BENCH_TX_PROGRAM_NAME: &str = "relay_bench_tx";
 /// Per-CPU `u64` array (one slot) the benchmark programs count in.

@@ -151,6 +151,33 @@ pub fn relay_bench_tx(ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
+/// Where [`relay_bench_redirect`] sends (an ifindex, also in `RELAY_DEVMAP`).
+#[map(name = "RELAY_BENCH_EGRESS")]
+static RELAY_BENCH_EGRESS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+
+/// Benchmark: IPv4/UDP goes, untouched, out of the interface in `RELAY_BENCH_EGRESS` through
+/// the devmap, as relayd's program forwards a pinned flow to another interface but without
+/// its work (parse, flow lookup, source check, FIB lookup, rewrite, counters): the floor of
+/// XDP forwarding. Everything else goes to the stack. Never attached by relayd.
+#[xdp]
+pub fn relay_bench_redirect(ctx: XdpContext) -> u32 {
+    let is_udp4 = be16_at(&ctx, 12) == Some(ETH_P_IPV4)
+        && bytes_at::<1>(&ctx, ETH_HEADER_LEN + 9) == Some([IPPROTO_UDP]);
+    if !is_udp4 {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(&egress) = RELAY_BENCH_EGRESS.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    match RELAY_DEVMAP.redirect(egress, u64::from(xdp_action::XDP_PASS)) {
+        Ok(action) => {
+            bench_count();
+            action
+        }
+        Err(action) => action,
+    }
+}
+
 /// Benchmark: IPv4/UDP goes to the AF_XDP socket of its receive queue (a load generator's
 /// receiver), everything else (ARP above all) to the stack. Never attached by relayd.
 #[xdp]

@@ -364,6 +364,30 @@ impl RelayXdp {
         })
     }
 
+    /// Has [`relay_common::BENCH_REDIRECT_PROGRAM_NAME`] send to `ifindex` (also put in the
+    /// devmap here).
+    pub fn set_bench_egress(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        self.add_egress(ifindex)?;
+        let map = self
+            .ebpf
+            .map_mut(relay_common::BENCH_EGRESS_MAP_NAME)
+            .ok_or(XdpError::Missing {
+                kind: "map",
+                name: relay_common::BENCH_EGRESS_MAP_NAME,
+            })?;
+        let mut array: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(map)
+            .map_err(|source| XdpError::Map {
+                map: relay_common::BENCH_EGRESS_MAP_NAME,
+                operation: "open",
+                source,
+            })?;
+        array.set(0, ifindex, 0).map_err(|source| XdpError::Map {
+            map: relay_common::BENCH_EGRESS_MAP_NAME,
+            operation: "write",
+            source,
+        })
+    }
+
     /// Runs the loaded program `repeat` times on `frame` as live frames received on
     /// `ingress_ifindex` (`BPF_F_TEST_XDP_LIVE_FRAMES`: `XDP_TX` and redirects really
     /// transmit), `batch` frames per kernel batch. With [`relay_common::BENCH_TX_PROGRAM_NAME`]

@@ -22,6 +22,7 @@ LABELS = {
     "socket_plain": "relayd socket\nplain",
     "socket_srtp": "relayd socket\nSRTP->RTP",
     "xdp_forward": "relayd XDP\nplain forward",
+    "xdp_null_redirect": "XDP null\nredirect (floor)",
     "afxdp_srtp": "relayd AF_XDP\nSRTP->RTP",
     "afxdp_null_forward": "AF_XDP null\nforwarder (floor)",
     "rtpengine_plain": "rtpengine\nplain",

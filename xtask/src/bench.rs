@@ -78,8 +78,8 @@ struct XdpBench {
     #[arg(long, default_value_t = 2000)]
     step_ms: u64,
     /// Only these scenarios (repeat): `xdp_drop`, `kernel_udp_relay`, `socket_plain`,
-    /// `socket_srtp`, `xdp_forward`, `afxdp_srtp`, `afxdp_null_forward`, `rtpengine_plain`,
-    /// `rtpengine_srtp`.
+    /// `socket_srtp`, `xdp_forward`, `xdp_null_redirect`, `afxdp_srtp`, `afxdp_null_forward`,
+    /// `rtpengine_plain`, `rtpengine_srtp`.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Where the chart goes.
@@ -302,6 +302,18 @@ fn print_xdp_table(results: &serde_json::Value) {
             "xdp_forward",
             "xdp_drop",
             "projected_pps",
+        ),
+        (
+            "XDP forward / XDP null redirect (max clean)",
+            "xdp_forward",
+            "xdp_null_redirect",
+            "max_clean_pps",
+        ),
+        (
+            "XDP null redirect / XDP_DROP (max clean)",
+            "xdp_null_redirect",
+            "xdp_drop",
+            "max_clean_pps",
         ),
         (
             "AF_XDP SRTP / rtpengine SRTP (max clean)",

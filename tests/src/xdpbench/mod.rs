@@ -36,7 +36,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use relay_common::{BENCH_DROP_PROGRAM_NAME, BENCH_TO_XSK_PROGRAM_NAME, BENCH_TX_PROGRAM_NAME};
+use relay_common::{
+    BENCH_DROP_PROGRAM_NAME, BENCH_REDIRECT_PROGRAM_NAME, BENCH_TO_XSK_PROGRAM_NAME,
+    BENCH_TX_PROGRAM_NAME,
+};
 use relay_userspace::{
     afxdp::xsk::XskSocket,
     xdp::{AttachMode, RelayXdp},
@@ -70,6 +73,9 @@ pub enum Scenario {
     SocketSrtp,
     /// relayd's XDP datapath, plain RTP forwarded in XDP.
     XdpForward,
+    /// The XDP forwarding floor: frames redirected, untouched, to the callee's side by a
+    /// program with no work in it (`relay_bench_redirect`).
+    XdpNullRedirect,
     /// relayd's XDP datapath, SRTP -> RTP through the AF_XDP workers.
     #[serde(rename = "afxdp_srtp")]
     AfXdpSrtp,
@@ -85,12 +91,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::XdpDrop,
         Self::KernelUdpRelay,
         Self::SocketPlain,
         Self::SocketSrtp,
         Self::XdpForward,
+        Self::XdpNullRedirect,
         Self::AfXdpSrtp,
         Self::AfXdpNullForward,
         Self::RtpenginePlain,
@@ -105,6 +112,7 @@ impl Scenario {
             Self::SocketPlain => "socket_plain",
             Self::SocketSrtp => "socket_srtp",
             Self::XdpForward => "xdp_forward",
+            Self::XdpNullRedirect => "xdp_null_redirect",
             Self::AfXdpSrtp => "afxdp_srtp",
             Self::AfXdpNullForward => "afxdp_null_forward",
             Self::RtpenginePlain => "rtpengine_plain",
@@ -655,6 +663,17 @@ fn run_scenario(
                 Ok(x)
             },
         )?)),
+        Scenario::XdpNullRedirect => {
+            let r1 = ifindex(&bed.relay, &bed.r1);
+            RelayUnderTest::Program(Box::new(bed.relay.run(
+                || -> anyhow::Result<RelayXdp> {
+                    let mut x = RelayXdp::load_bench(BENCH_REDIRECT_PROGRAM_NAME)?;
+                    x.set_bench_egress(r1)?;
+                    x.attach(&bed.r0, AttachMode::Native)?;
+                    Ok(x)
+                },
+            )?))
+        }
         Scenario::KernelUdpRelay => start_kernel_relay(&bed, options)?,
         Scenario::SocketPlain | Scenario::SocketSrtp => {
             let config = relayd_config("socket", options, &bed, false);
@@ -678,7 +697,10 @@ fn run_scenario(
         ]));
     }
     let streams = match scenario {
-        Scenario::XdpDrop | Scenario::KernelUdpRelay | Scenario::AfXdpNullForward => {
+        Scenario::XdpDrop
+        | Scenario::XdpNullRedirect
+        | Scenario::KernelUdpRelay
+        | Scenario::AfXdpNullForward => {
             let caller: std::net::Ipv4Addr = CALLER.parse()?;
             let relay_ip: std::net::Ipv4Addr = RELAY_CALLER_SIDE.parse()?;
             (0..options.streams)
@@ -728,7 +750,7 @@ fn run_scenario(
     // What the step delivered: dropped at the relay's end (xdp_drop), counted at the callee's
     // end (searching), or received by the generator.
     let drop_count = |relay: &RelayUnderTest<'_>| match relay {
-        RelayUnderTest::Program(x) => x.bench_count().unwrap_or(0),
+        RelayUnderTest::Program(x) if scenario == Scenario::XdpDrop => x.bench_count().unwrap_or(0),
         _ if counting => receiver_program.bench_count().unwrap_or(0),
         _ => 0,
     };

@@ -31,9 +31,9 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 use relay_common::{
-    xsk_slot, BenchTemplate, Counter, BENCH_TEMPLATE_LEN, FlowAction, FlowEntry, FlowKey, FlowStats, XdpMeta, COUNTER_COUNT,
-    FLOW_MAP_CAPACITY, FLOW_PEER_KNOWN, FLOW_STRICT_SOURCE, XDP_META_MAGIC, XSK_INTERFACES,
-    XSK_MAP_CAPACITY,
+    xsk_slot, BenchTemplate, Counter, FlowAction, FlowEntry, FlowKey, FlowStats, XdpMeta,
+    BENCH_TEMPLATE_LEN, COUNTER_COUNT, FLOW_MAP_CAPACITY, FLOW_PEER_KNOWN, FLOW_STRICT_SOURCE,
+    XDP_META_MAGIC, XSK_INTERFACES, XSK_MAP_CAPACITY,
 };
 
 // relayd pins the maps it wants to survive a restart itself (it chooses the directory), so
@@ -153,7 +153,8 @@ pub fn relay_bench_tx(ctx: XdpContext) -> u32 {
 
 /// Where [`relay_bench_redirect`] sends (an ifindex, also in `RELAY_DEVMAP`).
 #[map(name = "RELAY_BENCH_EGRESS")]
-static RELAY_BENCH_EGRESS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+static RELAY_BENCH_EGRESS: aya_ebpf::maps::Array<u32> =
+    aya_ebpf::maps::Array::with_max_entries(1, 0);
 
 /// Benchmark: IPv4/UDP goes, untouched, out of the interface in `RELAY_BENCH_EGRESS` through
 /// the devmap, as relayd's program forwards a pinned flow to another interface but without
@@ -161,30 +162,20 @@ static RELAY_BENCH_EGRESS: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::w
 /// XDP forwarding. Everything else goes to the stack. Never attached by relayd.
 #[xdp]
 pub fn relay_bench_redirect(ctx: XdpContext) -> u32 {
-    let is_udp4 = be16_at(&ctx, 12) == Some(ETH_P_IPV4)
-        && bytes_at::<1>(&ctx, ETH_HEADER_LEN + 9) == Some([IPPROTO_UDP]);
-    if !is_udp4 {
+    if !is_untagged_udp4(&ctx) {
         return xdp_action::XDP_PASS;
     }
     let Some(&egress) = RELAY_BENCH_EGRESS.get(0) else {
         return xdp_action::XDP_PASS;
     };
-    match RELAY_DEVMAP.redirect(egress, u64::from(xdp_action::XDP_PASS)) {
-        Ok(action) => {
-            bench_count();
-            action
-        }
-        Err(action) => action,
-    }
+    counted(RELAY_DEVMAP.redirect(egress, u64::from(xdp_action::XDP_PASS)))
 }
 
 /// Benchmark: IPv4/UDP goes to the AF_XDP socket of its receive queue (a load generator's
 /// receiver), everything else (ARP above all) to the stack. Never attached by relayd.
 #[xdp]
 pub fn relay_bench_to_xsk(ctx: XdpContext) -> u32 {
-    let is_udp4 = be16_at(&ctx, 12) == Some(ETH_P_IPV4)
-        && bytes_at::<1>(&ctx, ETH_HEADER_LEN + 9) == Some([IPPROTO_UDP]);
-    if !is_udp4 {
+    if !is_untagged_udp4(&ctx) {
         return xdp_action::XDP_PASS;
     }
     let ingress = ctx.ingress_ifindex() as u32;
@@ -195,7 +186,20 @@ pub fn relay_bench_to_xsk(ctx: XdpContext) -> u32 {
     let Some(slot) = xsk_slot(base, ctx.rx_queue_index()) else {
         return xdp_action::XDP_PASS;
     };
-    match RELAY_XSKS.redirect(slot, u64::from(xdp_action::XDP_PASS)) {
+    counted(RELAY_XSKS.redirect(slot, u64::from(xdp_action::XDP_PASS)))
+}
+
+/// Benchmark programs: an untagged Ethernet frame carrying IPv4/UDP.
+#[inline(always)]
+fn is_untagged_udp4(ctx: &XdpContext) -> bool {
+    be16_at(ctx, 12) == Some(ETH_P_IPV4)
+        && bytes_at::<1>(ctx, ETH_HEADER_LEN + 9) == Some([IPPROTO_UDP])
+}
+
+/// Benchmark programs: a redirect's action, counted when the redirect was set up.
+#[inline(always)]
+fn counted(redirect: Result<u32, u32>) -> u32 {
+    match redirect {
         Ok(action) => {
             bench_count();
             action

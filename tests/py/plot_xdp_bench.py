@@ -21,12 +21,15 @@ LABELS = {
     "kernel_udp_relay": "kernel UDP\nsocket relay",
     "socket_plain": "relayd socket\nplain",
     "socket_srtp": "relayd socket\nSRTP->RTP",
+    "socket_rtp_to_srtp": "relayd socket\nRTP->SRTP",
     "xdp_forward": "relayd XDP\nplain forward",
     "xdp_null_redirect": "XDP null\nredirect (floor)",
     "afxdp_srtp": "relayd AF_XDP\nSRTP->RTP",
+    "afxdp_rtp_to_srtp": "relayd AF_XDP\nRTP->SRTP",
     "afxdp_null_forward": "AF_XDP null\nforwarder (floor)",
     "rtpengine_plain": "rtpengine\nplain",
     "rtpengine_srtp": "rtpengine\nSRTP->RTP",
+    "rtpengine_rtp_to_srtp": "rtpengine\nRTP->SRTP",
 }
 
 

@@ -78,8 +78,9 @@ struct XdpBench {
     #[arg(long, default_value_t = 2000)]
     step_ms: u64,
     /// Only these scenarios (repeat): `xdp_drop`, `kernel_udp_relay`, `socket_plain`,
-    /// `socket_srtp`, `xdp_forward`, `xdp_null_redirect`, `afxdp_srtp`, `afxdp_null_forward`,
-    /// `rtpengine_plain`, `rtpengine_srtp`.
+    /// `socket_srtp`, `socket_rtp_to_srtp`, `xdp_forward`, `xdp_null_redirect`, `afxdp_srtp`,
+    /// `afxdp_rtp_to_srtp`, `afxdp_null_forward`, `rtpengine_plain`, `rtpengine_srtp`,
+    /// `rtpengine_rtp_to_srtp`.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Where the chart goes.
@@ -319,6 +320,30 @@ fn print_xdp_table(results: &serde_json::Value) {
             "AF_XDP SRTP / rtpengine SRTP (max clean)",
             "afxdp_srtp",
             "rtpengine_srtp",
+            "max_clean_pps",
+        ),
+        (
+            "relayd socket plain / rtpengine plain (max clean)",
+            "socket_plain",
+            "rtpengine_plain",
+            "max_clean_pps",
+        ),
+        (
+            "relayd socket SRTP->RTP / rtpengine SRTP->RTP (max clean)",
+            "socket_srtp",
+            "rtpengine_srtp",
+            "max_clean_pps",
+        ),
+        (
+            "relayd socket RTP->SRTP / rtpengine RTP->SRTP (max clean)",
+            "socket_rtp_to_srtp",
+            "rtpengine_rtp_to_srtp",
+            "max_clean_pps",
+        ),
+        (
+            "AF_XDP RTP->SRTP / rtpengine RTP->SRTP (max clean)",
+            "afxdp_rtp_to_srtp",
+            "rtpengine_rtp_to_srtp",
             "max_clean_pps",
         ),
         (

@@ -51,6 +51,9 @@ pub struct StreamSpec {
     pub destination: SocketAddrV4,
     /// SRTP context to protect with (`None`: plain RTP).
     pub srtp: Option<std::sync::Arc<std::sync::Mutex<Context>>>,
+    /// SRTP context to unprotect what the relay delivers with (`None`: it delivers plain
+    /// RTP).
+    pub rx_srtp: Option<std::sync::Arc<std::sync::Mutex<Context>>>,
 }
 
 /// The generator's two ends.
@@ -320,8 +323,8 @@ impl Generator {
                 let desc = self.rx.rx.read(i);
                 // SAFETY: the frame came off the RX ring: this generator owns it until it is
                 // given back to the fill ring below.
-                let buf = unsafe { &self.rx_umem.frame_mut(desc.addr)[..desc.len as usize] };
-                match read_packet(buf, self.streams.len()) {
+                let buf = unsafe { &mut self.rx_umem.frame_mut(desc.addr)[..desc.len as usize] };
+                match read_packet(buf, &self.streams) {
                     Some(sent_ns) => {
                         report.received += 1;
                         report.latency.record(now.saturating_sub(sent_ns));
@@ -441,25 +444,33 @@ fn finish_headers(buf: &mut [u8], ends: &Ends, spec: &StreamSpec, len: usize) {
 }
 
 /// The send time of a received packet of one of `streams` streams, if it is one.
-fn read_packet(buf: &[u8], streams: usize) -> Option<u64> {
+fn read_packet(buf: &mut [u8], streams: &[Stream]) -> Option<u64> {
     let parsed = frame::parse(buf).ok()?;
     if !matches!(parsed.destination.ip(), IpAddr::V4(_)) {
         return None;
     }
-    let rtp = buf.get(parsed.payload()..parsed.payload() + parsed.payload_len)?;
+    let rtp = buf.get_mut(parsed.payload()..parsed.payload() + parsed.payload_len)?;
     if rtp.len() < RTP_HEADER_LEN + 12 {
         return None;
     }
+    // The SSRC is in the clear with SRTP too.
     let ssrc = u32::from_be_bytes(rtp[8..12].try_into().ok()?);
     let index = ssrc.checked_sub(SSRC_BASE)? as usize;
-    if index >= streams {
-        return None;
+    let stream = streams.get(index)?;
+    if let Some(srtp) = &stream.spec.rx_srtp {
+        let len = rtp.len();
+        srtp.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unprotect_rtp(rtp, len)
+            .ok()?;
     }
     Some(u64::from_be_bytes(rtp[12..20].try_into().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     #[test]
@@ -474,6 +485,7 @@ mod tests {
             source: "198.18.0.2:40000".parse().unwrap(),
             destination: "198.18.0.1:30000".parse().unwrap(),
             srtp: None,
+            rx_srtp: None,
         };
         let mut stream = Stream {
             spec: spec.clone(),
@@ -485,13 +497,54 @@ mod tests {
         let len = HEADERS_LEN + RTP_HEADER_LEN + PAYLOAD_LEN;
         finish_headers(&mut buf, &ends, &spec, len);
         assert_eq!(frame::checksum(&buf[14..34]), 0, "IPv4 header checksum");
-        assert_eq!(read_packet(&buf[..len], 4), Some(123_456));
+        let streams = |n: usize, rx_srtp: Option<Arc<Mutex<Context>>>| -> Vec<Stream> {
+            (0..n)
+                .map(|_| Stream {
+                    spec: StreamSpec {
+                        rx_srtp: rx_srtp.clone(),
+                        ..spec.clone()
+                    },
+                    seq: 0,
+                    timestamp: 0,
+                })
+                .collect()
+        };
         assert_eq!(
-            read_packet(&buf[..len], 3),
+            read_packet(&mut buf.clone()[..len], &streams(4, None)),
+            Some(123_456)
+        );
+        assert_eq!(
+            read_packet(&mut buf.clone()[..len], &streams(3, None)),
             None,
             "stream 3 of 3 does not exist"
         );
         assert_eq!(stream.seq, 8);
+
+        // What a relay delivers as SRTP is unprotected with the stream's receive context
+        // (the SSRC, in the clear, picks the stream); a forged tag is not counted.
+        let key =
+            srtp::sdes::CryptoAttribute::generate(1, srtp::Suite::AesCm128HmacSha1_80).unwrap();
+        let mut tx = Context::new(&crate::loadgen::policy(&key, None).unwrap()).unwrap();
+        let rx = Arc::new(Mutex::new(
+            Context::new(&crate::loadgen::policy(&key, Some(64)).unwrap()).unwrap(),
+        ));
+        let mut protected = buf.clone();
+        let rtp_len = RTP_HEADER_LEN + PAYLOAD_LEN;
+        let srtp_len = tx
+            .protect_rtp(&mut protected[HEADERS_LEN..], rtp_len)
+            .unwrap();
+        let total = HEADERS_LEN + srtp_len;
+        finish_headers(&mut protected, &ends, &spec, total);
+        let mut forged = protected.clone();
+        forged[total - 1] ^= 1;
+        assert_eq!(
+            read_packet(&mut forged[..total], &streams(4, Some(Arc::clone(&rx)))),
+            None
+        );
+        assert_eq!(
+            read_packet(&mut protected[..total], &streams(4, Some(rx))),
+            Some(123_456)
+        );
         let parsed = frame::parse(&buf[..len]).unwrap();
         assert_eq!(parsed.destination, "198.18.0.1:30000".parse().unwrap());
         assert_eq!(parsed.payload_len, RTP_HEADER_LEN + PAYLOAD_LEN);

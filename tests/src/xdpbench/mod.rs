@@ -71,6 +71,9 @@ pub enum Scenario {
     SocketPlain,
     /// relayd's socket datapath, SRTP in (decrypted to plain RTP).
     SocketSrtp,
+    /// relayd's socket datapath, plain RTP in, SRTP out (the other direction of a
+    /// transcrypted call).
+    SocketRtpToSrtp,
     /// relayd's XDP datapath, plain RTP forwarded in XDP.
     XdpForward,
     /// The XDP forwarding floor: frames redirected, untouched, to the callee's side by a
@@ -79,6 +82,9 @@ pub enum Scenario {
     /// relayd's XDP datapath, SRTP -> RTP through the AF_XDP workers.
     #[serde(rename = "afxdp_srtp")]
     AfXdpSrtp,
+    /// relayd's XDP datapath, RTP -> SRTP through the AF_XDP workers.
+    #[serde(rename = "afxdp_rtp_to_srtp")]
+    AfXdpRtpToSrtp,
     /// The AF_XDP floor: frames from the caller's side go out to the callee's side untouched,
     /// through the AF_XDP worker loop with no work in it ([`null_forwarder`]).
     #[serde(rename = "afxdp_null_forward")]
@@ -87,21 +93,26 @@ pub enum Scenario {
     RtpenginePlain,
     /// sipwise rtpengine userspace, SRTP in (decrypted to plain RTP).
     RtpengineSrtp,
+    /// sipwise rtpengine userspace, plain RTP in, SRTP out.
+    RtpengineRtpToSrtp,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 13] = [
         Self::XdpDrop,
         Self::KernelUdpRelay,
         Self::SocketPlain,
         Self::SocketSrtp,
+        Self::SocketRtpToSrtp,
         Self::XdpForward,
         Self::XdpNullRedirect,
         Self::AfXdpSrtp,
+        Self::AfXdpRtpToSrtp,
         Self::AfXdpNullForward,
         Self::RtpenginePlain,
         Self::RtpengineSrtp,
+        Self::RtpengineRtpToSrtp,
     ];
 
     /// Command-line and JSON name.
@@ -111,19 +122,36 @@ impl Scenario {
             Self::KernelUdpRelay => "kernel_udp_relay",
             Self::SocketPlain => "socket_plain",
             Self::SocketSrtp => "socket_srtp",
+            Self::SocketRtpToSrtp => "socket_rtp_to_srtp",
             Self::XdpForward => "xdp_forward",
             Self::XdpNullRedirect => "xdp_null_redirect",
             Self::AfXdpSrtp => "afxdp_srtp",
+            Self::AfXdpRtpToSrtp => "afxdp_rtp_to_srtp",
             Self::AfXdpNullForward => "afxdp_null_forward",
             Self::RtpenginePlain => "rtpengine_plain",
             Self::RtpengineSrtp => "rtpengine_srtp",
+            Self::RtpengineRtpToSrtp => "rtpengine_rtp_to_srtp",
         }
     }
 
+    /// One leg of each call is SRTP.
     const fn srtp(self) -> bool {
         matches!(
             self,
-            Self::SocketSrtp | Self::AfXdpSrtp | Self::RtpengineSrtp
+            Self::SocketSrtp
+                | Self::AfXdpSrtp
+                | Self::RtpengineSrtp
+                | Self::SocketRtpToSrtp
+                | Self::AfXdpRtpToSrtp
+                | Self::RtpengineRtpToSrtp
+        )
+    }
+
+    /// The relay encrypts what it forwards (the SRTP leg is the callee's).
+    const fn encrypts(self) -> bool {
+        matches!(
+            self,
+            Self::SocketRtpToSrtp | Self::AfXdpRtpToSrtp | Self::RtpengineRtpToSrtp
         )
     }
 }
@@ -373,6 +401,8 @@ impl Drop for RelayUnderTest<'_> {
 }
 
 const API_PORT: u16 = 18_799;
+/// Replay window of the contexts that check what the relay encrypted.
+const RX_REPLAY_WINDOW: usize = 4096;
 /// AF_XDP ring size of the XDP scenarios: the largest relayd accepts. The rings absorb the
 /// bursts that build up while the relay's NAPI thread (real-time, like a softirq) holds the
 /// worker off the CPU; measured on this bed: 2048 -> 125-137 kpps clean, 4096 -> 144-175,
@@ -506,11 +536,14 @@ fn start_null_forwarder(
     })
 }
 
-/// Sets the calls up through `controller` (run in the relay namespace); one stream each.
+/// Sets the calls up through `controller` (run in the relay namespace); one stream each,
+/// from the caller. With `srtp` the call's A leg is SRTP: at the caller, which sends SRTP
+/// that the relay decrypts; or, `encrypt`, at the callee, so that the caller's plain RTP
+/// reaches the callee encrypted by the relay (the stream then unprotects what it receives).
 fn calls(
     bed: &Topology,
     options: &Options,
-    srtp: bool,
+    (srtp, encrypt): (bool, bool),
     controller: &mut (dyn Controller + Send),
 ) -> anyhow::Result<Vec<StreamSpec>> {
     let caller: std::net::Ipv4Addr = CALLER.parse()?;
@@ -518,7 +551,12 @@ fn calls(
     let mut streams = Vec::new();
     for i in 0..options.streams {
         let port = |base: u32| u16::try_from(base + 2 * i).unwrap_or(u16::MAX);
-        let a = SocketAddrV4::new(caller, port(40_000));
+        let (a, b) = (
+            SocketAddrV4::new(caller, port(40_000)),
+            SocketAddrV4::new(callee, port(50_000)),
+        );
+        // The SRTP leg is A; for `encrypt` it is the callee's.
+        let (a, b) = if encrypt { (b, a) } else { (a, b) };
         let a_key = if srtp {
             Some(srtp::sdes::CryptoAttribute::generate(
                 1,
@@ -531,27 +569,43 @@ fn calls(
             index: i,
             id: format!("bench-{i}"),
             a: SocketAddr::V4(a),
-            b: SocketAddr::V4(SocketAddrV4::new(callee, port(50_000))),
+            b: SocketAddr::V4(b),
             a_key: a_key.clone(),
         };
         let relay = bed
             .relay
             .run(|| controller.create(&plan))
             .with_context(|| format!("setting up call {i} on the {}", controller.name()))?;
-        let SocketAddr::V4(destination) = relay.a_to_relay else {
-            bail!("the relay answered an IPv6 address");
+        let context = |key: Option<&srtp::sdes::CryptoAttribute>, window: Option<usize>| {
+            key.map(|key| -> anyhow::Result<_> {
+                Ok(Arc::new(Mutex::new(Context::new(&loadgen::policy(
+                    key, window,
+                )?)?)))
+            })
+            .transpose()
         };
-        let srtp = match &a_key {
-            Some(key) => Some(Arc::new(Mutex::new(Context::new(&loadgen::policy(
-                key, None,
-            )?)?))),
-            None => None,
+        let stream = if encrypt {
+            let SocketAddr::V4(destination) = relay.b_to_relay else {
+                bail!("the relay answered an IPv6 address");
+            };
+            StreamSpec {
+                source: b,
+                destination,
+                srtp: None,
+                rx_srtp: context(relay.relay_key.as_ref(), Some(RX_REPLAY_WINDOW))?,
+            }
+        } else {
+            let SocketAddr::V4(destination) = relay.a_to_relay else {
+                bail!("the relay answered an IPv6 address");
+            };
+            StreamSpec {
+                source: a,
+                destination,
+                srtp: context(a_key.as_ref(), None)?,
+                rx_srtp: None,
+            }
         };
-        streams.push(StreamSpec {
-            source: a,
-            destination,
-            srtp,
-        });
+        streams.push(stream);
     }
     Ok(streams)
 }
@@ -603,7 +657,8 @@ fn run_scenario(
     let bed = Topology::build(1, false);
     // Only relayd's AF_XDP path: the null forwarder runs in interrupt (NAPI thread) mode, its
     // faster one on this bed, so that it stays the floor.
-    let busy_poll = options.afxdp_busy_poll && scenario == Scenario::AfXdpSrtp;
+    let busy_poll = options.afxdp_busy_poll
+        && matches!(scenario, Scenario::AfXdpSrtp | Scenario::AfXdpRtpToSrtp);
     threaded_napi(&bed, options, busy_poll)?;
     // Static neighbours: the callee's end only counts while searching, it answers no ARP.
     for (ip, ns, dev, relay_dev) in [
@@ -675,16 +730,16 @@ fn run_scenario(
             )?))
         }
         Scenario::KernelUdpRelay => start_kernel_relay(&bed, options)?,
-        Scenario::SocketPlain | Scenario::SocketSrtp => {
+        Scenario::SocketPlain | Scenario::SocketSrtp | Scenario::SocketRtpToSrtp => {
             let config = relayd_config("socket", options, &bed, false);
             RelayUnderTest::Relayd(bed.start_relayd(API_PORT, &config))
         }
-        Scenario::XdpForward | Scenario::AfXdpSrtp => {
+        Scenario::XdpForward | Scenario::AfXdpSrtp | Scenario::AfXdpRtpToSrtp => {
             let config = relayd_config("xdp", options, &bed, busy_poll);
             RelayUnderTest::Relayd(bed.start_relayd(API_PORT, &config))
         }
         Scenario::AfXdpNullForward => start_null_forwarder(&bed, options)?,
-        Scenario::RtpenginePlain | Scenario::RtpengineSrtp => {
+        Scenario::RtpenginePlain | Scenario::RtpengineSrtp | Scenario::RtpengineRtpToSrtp => {
             RelayUnderTest::Rtpengine(start_rtpengine(&bed, options)?)
         }
     };
@@ -708,24 +763,35 @@ fn run_scenario(
                     source: SocketAddrV4::new(caller, u16::try_from(40_000 + 2 * i).unwrap_or(0)),
                     destination: SocketAddrV4::new(relay_ip, KERNEL_RELAY_PORT),
                     srtp: None,
+                    rx_srtp: None,
                 })
                 .collect()
         }
-        Scenario::RtpenginePlain | Scenario::RtpengineSrtp => {
+        Scenario::RtpenginePlain | Scenario::RtpengineSrtp | Scenario::RtpengineRtpToSrtp => {
             let mut ng = bed.relay.run(|| {
                 NgController::new(
                     SocketAddr::from(([127, 0, 0, 1], NG_PORT)),
                     u64::from(std::process::id()),
                 )
             })?;
-            calls(&bed, options, scenario.srtp(), &mut ng)?
+            calls(
+                &bed,
+                options,
+                (scenario.srtp(), scenario.encrypts()),
+                &mut ng,
+            )?
         }
         _ => {
             let mut api = ApiController::new(
                 &format!("http://127.0.0.1:{API_PORT}"),
                 Some(Token::new(TOKEN.to_owned())),
             )?;
-            calls(&bed, options, scenario.srtp(), &mut api)?
+            calls(
+                &bed,
+                options,
+                (scenario.srtp(), scenario.encrypts()),
+                &mut api,
+            )?
         }
     };
     let mut generator = Generator::new(
@@ -870,8 +936,12 @@ fn run_scenario(
                 }
                 // Ramp up, then bisect. rtpengine abandons sockets for good once overloaded,
                 // so it gets a gentle ramp and no way back down.
-                let recovers =
-                    !matches!(scenario, Scenario::RtpenginePlain | Scenario::RtpengineSrtp);
+                let recovers = !matches!(
+                    scenario,
+                    Scenario::RtpenginePlain
+                        | Scenario::RtpengineSrtp
+                        | Scenario::RtpengineRtpToSrtp
+                );
                 let (mut rate, factor) = if recovers {
                     (50_000u64, 2.0)
                 } else {

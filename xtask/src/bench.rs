@@ -250,6 +250,82 @@ fn xdp_bench(bench: &XdpBench) -> Result<()> {
     Ok(())
 }
 
+/// The ratios `bench xdp` prints: (label, scenario, over scenario, figure).
+const XDP_RATIOS: &[(&str, &str, &str, &str)] = &[
+    (
+        "XDP forward / XDP_DROP (max clean, same generator)",
+        "xdp_forward",
+        "xdp_drop",
+        "max_clean_pps",
+    ),
+    (
+        "XDP forward / XDP_DROP (projected)",
+        "xdp_forward",
+        "xdp_drop",
+        "projected_pps",
+    ),
+    (
+        "XDP forward / XDP null redirect (max clean)",
+        "xdp_forward",
+        "xdp_null_redirect",
+        "max_clean_pps",
+    ),
+    (
+        "XDP null redirect / XDP_DROP (max clean)",
+        "xdp_null_redirect",
+        "xdp_drop",
+        "max_clean_pps",
+    ),
+    (
+        "AF_XDP SRTP / rtpengine SRTP (max clean)",
+        "afxdp_srtp",
+        "rtpengine_srtp",
+        "max_clean_pps",
+    ),
+    (
+        "relayd socket plain / rtpengine plain (max clean)",
+        "socket_plain",
+        "rtpengine_plain",
+        "max_clean_pps",
+    ),
+    (
+        "relayd socket SRTP->RTP / rtpengine SRTP->RTP (max clean)",
+        "socket_srtp",
+        "rtpengine_srtp",
+        "max_clean_pps",
+    ),
+    (
+        "relayd socket RTP->SRTP / rtpengine RTP->SRTP (max clean)",
+        "socket_rtp_to_srtp",
+        "rtpengine_rtp_to_srtp",
+        "max_clean_pps",
+    ),
+    (
+        "AF_XDP RTP->SRTP / rtpengine RTP->SRTP (max clean)",
+        "afxdp_rtp_to_srtp",
+        "rtpengine_rtp_to_srtp",
+        "max_clean_pps",
+    ),
+    (
+        "AF_XDP SRTP / relayd socket SRTP (max clean)",
+        "afxdp_srtp",
+        "socket_srtp",
+        "max_clean_pps",
+    ),
+    (
+        "AF_XDP SRTP / AF_XDP null forwarder (max clean)",
+        "afxdp_srtp",
+        "afxdp_null_forward",
+        "max_clean_pps",
+    ),
+    (
+        "AF_XDP null forwarder / relayd socket SRTP (max clean)",
+        "afxdp_null_forward",
+        "socket_srtp",
+        "max_clean_pps",
+    ),
+];
+
 fn print_xdp_table(results: &serde_json::Value) {
     let empty = Vec::new();
     let rows = results["results"].as_array().unwrap_or(&empty);
@@ -291,80 +367,7 @@ fn print_xdp_table(results: &serde_json::Value) {
         let (x, y) = (get(a, key), get(b, key));
         (y > 0.0).then(|| x / y)
     };
-    for (label, a, b, key) in [
-        (
-            "XDP forward / XDP_DROP (max clean, same generator)",
-            "xdp_forward",
-            "xdp_drop",
-            "max_clean_pps",
-        ),
-        (
-            "XDP forward / XDP_DROP (projected)",
-            "xdp_forward",
-            "xdp_drop",
-            "projected_pps",
-        ),
-        (
-            "XDP forward / XDP null redirect (max clean)",
-            "xdp_forward",
-            "xdp_null_redirect",
-            "max_clean_pps",
-        ),
-        (
-            "XDP null redirect / XDP_DROP (max clean)",
-            "xdp_null_redirect",
-            "xdp_drop",
-            "max_clean_pps",
-        ),
-        (
-            "AF_XDP SRTP / rtpengine SRTP (max clean)",
-            "afxdp_srtp",
-            "rtpengine_srtp",
-            "max_clean_pps",
-        ),
-        (
-            "relayd socket plain / rtpengine plain (max clean)",
-            "socket_plain",
-            "rtpengine_plain",
-            "max_clean_pps",
-        ),
-        (
-            "relayd socket SRTP->RTP / rtpengine SRTP->RTP (max clean)",
-            "socket_srtp",
-            "rtpengine_srtp",
-            "max_clean_pps",
-        ),
-        (
-            "relayd socket RTP->SRTP / rtpengine RTP->SRTP (max clean)",
-            "socket_rtp_to_srtp",
-            "rtpengine_rtp_to_srtp",
-            "max_clean_pps",
-        ),
-        (
-            "AF_XDP RTP->SRTP / rtpengine RTP->SRTP (max clean)",
-            "afxdp_rtp_to_srtp",
-            "rtpengine_rtp_to_srtp",
-            "max_clean_pps",
-        ),
-        (
-            "AF_XDP SRTP / relayd socket SRTP (max clean)",
-            "afxdp_srtp",
-            "socket_srtp",
-            "max_clean_pps",
-        ),
-        (
-            "AF_XDP SRTP / AF_XDP null forwarder (max clean)",
-            "afxdp_srtp",
-            "afxdp_null_forward",
-            "max_clean_pps",
-        ),
-        (
-            "AF_XDP null forwarder / relayd socket SRTP (max clean)",
-            "afxdp_null_forward",
-            "socket_srtp",
-            "max_clean_pps",
-        ),
-    ] {
+    for &(label, a, b, key) in XDP_RATIOS {
         if let Some(r) = ratio(a, b, key) {
             println!("{label}: {r:.2}x");
         }

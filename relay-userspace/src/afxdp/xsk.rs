@@ -446,12 +446,17 @@ impl std::fmt::Debug for XskSocket {
     }
 }
 
+/// An `SOL_XDP` socket option.
 fn set_option<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    set_option_at(fd, libc::SOL_XDP, name, value)
+}
+
+fn set_option_at<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` is a live T of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_XDP,
+            level,
             name,
             std::ptr::from_ref(value).cast(),
             libc::socklen_t::try_from(size_of::<T>()).unwrap_or(0),
@@ -659,19 +664,7 @@ impl XskSocket {
             (libc::SO_BUSY_POLL, &usecs),
             (SO_BUSY_POLL_BUDGET, &budget),
         ] {
-            // SAFETY: `value` is a live c_int of the size passed.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    name,
-                    std::ptr::from_ref(value).cast(),
-                    libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(0),
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_option_at(fd, libc::SOL_SOCKET, name, value)?;
         }
         Ok(())
     }

@@ -492,7 +492,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// The AF_XDP workers' counters, in Prometheus text exposition.
+/// The AF_XDP workers' counters and gauges, in Prometheus text exposition.
 fn render_worker_metrics(body: &mut String, workers: &AfXdpDatapath) {
     let totals = workers.totals();
     for (name, help, value) in [
@@ -522,6 +522,11 @@ fn render_worker_metrics(body: &mut String, workers: &AfXdpDatapath) {
             totals.sleeps,
         ),
         (
+            "relayd_afxdp_busy_poll_sockets",
+            "AF_XDP sockets the kernel reports in preferred-busy-polling mode.",
+            totals.busy_poll_sockets,
+        ),
+        (
             "relayd_afxdp_kernel_rx_dropped_total",
             "Frames the kernel dropped on the way to AF_XDP sockets (XDP_STATISTICS rx_dropped).",
             totals.kernel_rx_dropped,
@@ -542,8 +547,14 @@ fn render_worker_metrics(body: &mut String, workers: &AfXdpDatapath) {
             totals.kernel_invalid_descs,
         ),
     ] {
+        // Counters end in `_total`; the rest are gauges.
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
         let _ = writeln!(body, "# HELP {name} {help}");
-        let _ = writeln!(body, "# TYPE {name} counter");
+        let _ = writeln!(body, "# TYPE {name} {kind}");
         let _ = writeln!(body, "{name} {value}");
     }
     let _ = writeln!(

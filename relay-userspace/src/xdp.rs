@@ -344,45 +344,34 @@ impl RelayXdp {
         };
         let len = frame.len().min(relay_common::BENCH_TEMPLATE_LEN);
         template.bytes[..len].copy_from_slice(&frame[..len]);
-        let map = self
-            .ebpf
-            .map_mut(relay_common::BENCH_TEMPLATE_MAP_NAME)
-            .ok_or(XdpError::Missing {
-                kind: "map",
-                name: relay_common::BENCH_TEMPLATE_MAP_NAME,
-            })?;
-        let mut array: aya::maps::Array<&mut MapData, relay_common::BenchTemplate> =
-            aya::maps::Array::try_from(map).map_err(|source| XdpError::Map {
-                map: relay_common::BENCH_TEMPLATE_MAP_NAME,
-                operation: "open",
-                source,
-            })?;
-        array.set(0, template, 0).map_err(|source| XdpError::Map {
-            map: relay_common::BENCH_TEMPLATE_MAP_NAME,
-            operation: "write",
-            source,
-        })
+        self.set_bench_setting(relay_common::BENCH_TEMPLATE_MAP_NAME, template)
     }
 
     /// Has [`relay_common::BENCH_REDIRECT_PROGRAM_NAME`] send to `ifindex` (also put in the
     /// devmap here).
     pub fn set_bench_egress(&mut self, ifindex: u32) -> Result<(), XdpError> {
         self.add_egress(ifindex)?;
+        self.set_bench_setting(relay_common::BENCH_EGRESS_MAP_NAME, ifindex)
+    }
+
+    /// Writes slot 0 of a benchmark program's one-entry settings array `name`.
+    fn set_bench_setting<T: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        value: T,
+    ) -> Result<(), XdpError> {
         let map = self
             .ebpf
-            .map_mut(relay_common::BENCH_EGRESS_MAP_NAME)
-            .ok_or(XdpError::Missing {
-                kind: "map",
-                name: relay_common::BENCH_EGRESS_MAP_NAME,
-            })?;
-        let mut array: aya::maps::Array<&mut MapData, u32> = aya::maps::Array::try_from(map)
+            .map_mut(name)
+            .ok_or(XdpError::Missing { kind: "map", name })?;
+        let mut array: aya::maps::Array<&mut MapData, T> = aya::maps::Array::try_from(map)
             .map_err(|source| XdpError::Map {
-                map: relay_common::BENCH_EGRESS_MAP_NAME,
+                map: name,
                 operation: "open",
                 source,
             })?;
-        array.set(0, ifindex, 0).map_err(|source| XdpError::Map {
-            map: relay_common::BENCH_EGRESS_MAP_NAME,
+        array.set(0, value, 0).map_err(|source| XdpError::Map {
+            map: name,
             operation: "write",
             source,
         })

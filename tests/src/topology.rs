@@ -58,6 +58,19 @@ pub struct Topology {
     peer_programs: Vec<RelayXdp>,
 }
 
+/// Preferred busy polling's device side on `dev` in `ns`: the kernel leaves its receive
+/// processing (NAPI) to a busy-polling socket and takes it back `timeout_ns` after the socket
+/// stops polling (`napi_defer_hard_irqs`, `gro_flush_timeout`).
+pub fn defer_napi(ns: &Netns, dev: &str, timeout_ns: u32) {
+    run_ok(ns.command("sh").args([
+        "-c",
+        &format!(
+            "echo 2 > /sys/class/net/{dev}/napi_defer_hard_irqs && \
+             echo {timeout_ns} > /sys/class/net/{dev}/gro_flush_timeout"
+        ),
+    ]));
+}
+
 impl Topology {
     /// Builds the bed with `queues` queues per veth end.
     ///

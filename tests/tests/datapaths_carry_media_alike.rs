@@ -140,13 +140,7 @@ fn srtp_transcrypting(kind: &str) {
         // The mode's device side: the kernel leaves receive processing to the polling worker
         // and takes it back 50 us after the worker stops polling.
         for dev in [&bed.r0, &bed.r1] {
-            tests::netns::run_ok(bed.relay.command("sh").args([
-                "-c",
-                &format!(
-                    "echo 2 > /sys/class/net/{dev}/napi_defer_hard_irqs && \
-                     echo 50000 > /sys/class/net/{dev}/gro_flush_timeout"
-                ),
-            ]));
+            tests::topology::defer_napi(&bed.relay, dev, 50_000);
         }
     }
     let relayd = bed.start_relayd(
@@ -282,6 +276,10 @@ fn srtp_transcrypting(kind: &str) {
         let kicks = relayd.metric("relayd_afxdp_tx_kicks_total");
         assert!((1..=83).contains(&kicks), "{kicks} kicks");
         assert!(relayd.metric("relayd_afxdp_batches_total") >= 1);
+        // Busy polling, as the kernel reports it: every socket of the two workers (one per
+        // queue of each of the two interfaces) in that mode, or none.
+        let busy = relayd.metric("relayd_afxdp_busy_poll_sockets");
+        assert_eq!(busy, if kind == "xdp-busy-poll" { 4 } else { 0 });
         // The kernel's socket counters are exported, and nothing was lost on the way in.
         let metrics = relayd.metrics();
         for name in [

@@ -86,13 +86,15 @@ struct XdpBench {
     /// Where the chart goes.
     #[arg(long, default_value = "docs/xdp-bench.png")]
     chart: PathBuf,
-    /// relayd's AF_XDP ring size in the XDP scenarios (`datapath.xdp_ring_size`).
-    #[arg(long, default_value_t = 16_384)]
-    xdp_ring_size: u32,
-    /// relayd's AF_XDP scenario in preferred-busy-polling mode (`datapath.xdp_busy_poll` plus
-    /// NAPI deferral on the relay's veths); `false` leaves receive to the NAPI threads.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    afxdp_busy_poll: bool,
+    /// relayd's AF_XDP ring size in the XDP scenarios (`datapath.xdp_ring_size`; default:
+    /// relay-xdpbench's, 16384).
+    #[arg(long)]
+    xdp_ring_size: Option<u32>,
+    /// relayd's AF_XDP scenarios in preferred-busy-polling mode (`datapath.xdp_busy_poll`
+    /// plus NAPI deferral on the relay's veths; default: relay-xdpbench's, true); `false`
+    /// leaves receive to the NAPI threads.
+    #[arg(long)]
+    afxdp_busy_poll: Option<bool>,
 }
 
 /// Options of `bench socket`.
@@ -213,13 +215,15 @@ fn xdp_bench(bench: &XdpBench) -> Result<()> {
         &bench.generator_cpu.to_string(),
         "--step-ms",
         &bench.step_ms.to_string(),
-        "--xdp-ring-size",
-        &bench.xdp_ring_size.to_string(),
-        "--afxdp-busy-poll",
-        &bench.afxdp_busy_poll.to_string(),
         "--json",
     ]);
     command.arg(&json);
+    if let Some(size) = bench.xdp_ring_size {
+        command.args(["--xdp-ring-size", &size.to_string()]);
+    }
+    if let Some(busy) = bench.afxdp_busy_poll {
+        command.args(["--afxdp-busy-poll", &busy.to_string()]);
+    }
     for scenario in &bench.scenarios {
         command.args(["--scenario", scenario]);
     }

@@ -126,6 +126,8 @@ pub struct WorkerStats {
     pub sleeps: AtomicU64,
     /// TX kicks (`sendto` calls that make the kernel transmit).
     pub tx_kicks: AtomicU64,
+    /// Sockets the kernel reports in preferred-busy-polling mode (read back at start).
+    pub busy_poll_sockets: AtomicU64,
     /// The kernel's counters of the worker's sockets, as of the worker's last copy (about
     /// once a second).
     pub kernel: KernelCounters,
@@ -302,6 +304,9 @@ impl AfXdpDatapath {
             let (commands, receiver) = mpsc::channel();
             let wake = Arc::new(sys::EventFd::new().map_err(AfXdpError::Thread)?);
             let stats = Arc::new(WorkerStats::default());
+            stats
+                .busy_poll_sockets
+                .store(built.busy_polling_sockets() as u64, Relaxed);
             let cpu = (!options.cpus.is_empty()).then(|| options.cpus[w % options.cpus.len()]);
             let (worker_wake, worker_stats) = (Arc::clone(&wake), Arc::clone(&stats));
             let batch = options.batch;
@@ -422,6 +427,7 @@ impl AfXdpDatapath {
             totals.tx_kicks += s.tx_kicks.load(Relaxed);
             totals.batches += s.batches.load(Relaxed);
             totals.sleeps += s.sleeps.load(Relaxed);
+            totals.busy_poll_sockets += s.busy_poll_sockets.load(Relaxed);
             totals.kernel_rx_dropped += s.kernel.rx_dropped.load(Relaxed);
             totals.kernel_rx_ring_full += s.kernel.rx_ring_full.load(Relaxed);
             totals.kernel_rx_fill_ring_empty += s.kernel.rx_fill_ring_empty.load(Relaxed);
@@ -447,6 +453,8 @@ pub struct WorkerTotals {
     pub batches: u64,
     /// Idle sleeps.
     pub sleeps: u64,
+    /// Sockets in preferred-busy-polling mode.
+    pub busy_poll_sockets: u64,
     /// [`KernelCounters::rx_dropped`].
     pub kernel_rx_dropped: u64,
     /// [`KernelCounters::rx_ring_full`].

@@ -158,6 +158,14 @@ impl Worker {
         &self.sockets
     }
 
+    /// How many of its sockets the kernel reports in preferred-busy-polling mode.
+    pub(super) fn busy_polling_sockets(&self) -> usize {
+        self.sockets
+            .iter()
+            .filter(|s| s.busy_polling().unwrap_or(false))
+            .count()
+    }
+
     pub(super) fn zero_copy(&self) -> bool {
         self.sockets.iter().any(XskSocket::zero_copy)
     }
@@ -227,7 +235,7 @@ impl Worker {
             // Spin a while after the last frame (waking from poll costs more than a packet),
             // then sleep until a socket or a command wakes the worker; briefly while frames
             // still wait on a TX ring (a device refusing them must not make the worker spin).
-            if last_work.elapsed() < SPIN {
+            if now.saturating_duration_since(last_work) < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
@@ -263,7 +271,6 @@ impl Worker {
                     sum.tx_invalid_descs += s.tx_invalid_descs;
                     sum.rx_ring_full += s.rx_ring_full;
                     sum.rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
-                    sum.tx_ring_empty_descs += s.tx_ring_empty_descs;
                 }
                 Err(e) => debug!(%e, ifindex = socket.ifindex(), "XDP_STATISTICS failed"),
             }

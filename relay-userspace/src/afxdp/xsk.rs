@@ -446,6 +446,10 @@ impl std::fmt::Debug for XskSocket {
     }
 }
 
+/// `<asm-generic/socket.h>` busy-polling options, not in every libc release.
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
 /// An `SOL_XDP` socket option.
 fn set_option<T>(fd: RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
     set_option_at(fd, libc::SOL_XDP, name, value)
@@ -652,9 +656,6 @@ impl XskSocket {
     /// device's `napi_defer_hard_irqs` and `gro_flush_timeout` keep the interrupt, or thread
     /// wake-up, from taking it back in between). `usecs` is how long a call may spin.
     pub fn busy_poll(&self, usecs: u32, budget: u32) -> io::Result<()> {
-        /// `<asm-generic/socket.h>`: not in every libc release.
-        const SO_PREFER_BUSY_POLL: libc::c_int = 69;
-        const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
         let fd = self.fd.as_raw_fd();
         let one: libc::c_int = 1;
         let usecs = libc::c_int::try_from(usecs).unwrap_or(libc::c_int::MAX);
@@ -667,6 +668,26 @@ impl XskSocket {
             set_option_at(fd, libc::SOL_SOCKET, name, value)?;
         }
         Ok(())
+    }
+
+    /// Whether the kernel has this socket in preferred-busy-polling mode.
+    pub fn busy_polling(&self) -> io::Result<bool> {
+        let mut value: libc::c_int = 0;
+        let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(0);
+        // SAFETY: `value` is writable for `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PREFER_BUSY_POLL,
+                std::ptr::from_mut(&mut value).cast(),
+                &raw mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(value != 0)
     }
 
     /// Wakes the kernel to consume the fill ring (zero-copy drivers with `need_wakeup`).

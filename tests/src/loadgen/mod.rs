@@ -73,7 +73,7 @@ pub const GENERATOR_SHORTFALL: f64 = 0.05;
 /// Kernel socket buffer asked for per direction and socket.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// SRTP replay window of the generator's receive contexts.
-const RX_REPLAY_WINDOW: usize = 4096;
+pub const RX_REPLAY_WINDOW: usize = 4096;
 /// How the relay is controlled.
 #[derive(Clone, Debug)]
 pub enum Control {

@@ -136,15 +136,11 @@ impl Scenario {
 
     /// One leg of each call is SRTP.
     const fn srtp(self) -> bool {
-        matches!(
-            self,
-            Self::SocketSrtp
-                | Self::AfXdpSrtp
-                | Self::RtpengineSrtp
-                | Self::SocketRtpToSrtp
-                | Self::AfXdpRtpToSrtp
-                | Self::RtpengineRtpToSrtp
-        )
+        self.encrypts()
+            || matches!(
+                self,
+                Self::SocketSrtp | Self::AfXdpSrtp | Self::RtpengineSrtp
+            )
     }
 
     /// The relay encrypts what it forwards (the SRTP leg is the callee's).
@@ -322,16 +318,10 @@ fn threaded_napi(bed: &Topology, options: &Options, busy_poll: bool) -> anyhow::
                 .args(["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")]),
         );
         if busy_poll && ns.name() == bed.relay.name() {
-            // Preferred busy polling: while the AF_XDP worker keeps polling, the NAPI is
-            // neither completed nor its thread woken; once the worker stops, a timer hands it
-            // back after NAPI_DEFER_NS (the interrupt coalescing of a NIC).
-            run_ok(ns.command("sh").args([
-                "-c",
-                &format!(
-                    "echo 2 > /sys/class/net/{dev}/napi_defer_hard_irqs && \
-                     echo {NAPI_DEFER_NS} > /sys/class/net/{dev}/gro_flush_timeout"
-                ),
-            ]));
+            // While the AF_XDP worker keeps polling, the NAPI is neither completed nor its
+            // thread woken; once the worker stops, a timer hands it back after NAPI_DEFER_NS
+            // (the interrupt coalescing of a NIC).
+            crate::topology::defer_napi(ns, dev, NAPI_DEFER_NS);
         }
     }
     pin_napi_threads(bed, options)
@@ -401,8 +391,6 @@ impl Drop for RelayUnderTest<'_> {
 }
 
 const API_PORT: u16 = 18_799;
-/// Replay window of the contexts that check what the relay encrypted.
-const RX_REPLAY_WINDOW: usize = 4096;
 /// AF_XDP ring size of the XDP scenarios: the largest relayd accepts. The rings absorb the
 /// bursts that build up while the relay's NAPI thread (real-time, like a softirq) holds the
 /// worker off the CPU; measured on this bed: 2048 -> 125-137 kpps clean, 4096 -> 144-175,
@@ -592,7 +580,7 @@ fn calls(
                 source: b,
                 destination,
                 srtp: None,
-                rx_srtp: context(relay.relay_key.as_ref(), Some(RX_REPLAY_WINDOW))?,
+                rx_srtp: context(relay.relay_key.as_ref(), Some(loadgen::RX_REPLAY_WINDOW))?,
             }
         } else {
             let SocketAddr::V4(destination) = relay.a_to_relay else {
